@@ -1,0 +1,30 @@
+# Every target installs what it needs into .venv first, so each works on a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch and torchvision first, pinned to a matching pair (pip only: uv/poetry may pull other builds).
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+PYTEST_ARGS ?=
+
+.PHONY: install train test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+train: install
+	$(BIN)/cvtrain task=classification
+
+test: install
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python scripts/bench_throughput.py
+	$(BIN)/python scripts/bench_shapesworld.py
+
+clean:
+	rm -rf $(VENV) outputs multirun .pytest_cache

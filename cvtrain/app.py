@@ -1,0 +1,190 @@
+"""Run a composed config: check it, pick the mode, build the task and hand it to the engine.
+
+`run` is what the Hydra entry calls in the `cvtrain` process. With trainer.devices > 1
+it saves the resolved config in the run folder and starts that many worker processes
+(`python -m cvtrain.app RUN_DIR`), each of which reads the saved config, never Hydra.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from cvtrain.config.groups import model_family, options
+from cvtrain.config.schema import CvtrainConfig, Mode
+from cvtrain.errors import UserError
+
+log = logging.getLogger("cvtrain")
+
+CONFIG_FILE = "config.yaml"
+
+
+def run(cfg: DictConfig) -> None:
+    """The body of `cvtrain`: called once per job, with Hydra's run folder current."""
+    from hydra.core.hydra_config import HydraConfig
+
+    check_complete(cfg)
+    check_compatible(cfg)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    overrides = list(HydraConfig.get().overrides.task)
+    if cfg.mode == Mode.train and cfg.trainer.devices > 1 and not _in_distributed_job():
+        _launch_distributed(cfg, run_dir)
+        return
+    execute(cfg, run_dir, overrides)
+
+
+def check_complete(cfg: DictConfig) -> None:
+    """Every mandatory value (`???` in a YAML file) must be given on the command line."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        example = " ".join(f"{key}=VALUE" for key in missing)
+        raise UserError(f"{', '.join(missing)} is required but not set; pass it on the command line, e.g. {example}.")
+
+
+def check_compatible(cfg: DictConfig) -> None:
+    """A model family the task does not accept is a config error (caught before torch loads)."""
+    families = list(cfg.task.families)
+    if families and cfg.model.family not in families:
+        fits = [m for m in options("model") if model_family(m) in families]
+        raise UserError(
+            f"task={cfg.task.name} cannot train model={cfg.model.name} (a {cfg.model.family} model); "
+            f"pick one of: {', '.join(fits)}."
+        )
+
+
+def _in_distributed_job() -> bool:
+    from cvtrain.engine.distributed import env_from_os
+
+    return env_from_os().enabled
+
+
+def _launch_distributed(cfg: DictConfig, run_dir: Path) -> None:
+    from cvtrain.engine.distributed import launch_workers, python_module_command
+
+    save_config(cfg, run_dir)
+    code = launch_workers(cfg.trainer.devices, python_module_command("cvtrain.app", str(run_dir)))
+    if code != 0:
+        raise UserError(f"a distributed worker failed (exit status {code}); its error is printed above.")
+
+
+def save_config(cfg: DictConfig, run_dir: Path) -> Path:
+    """The resolved config, as the run folder's config.yaml."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / CONFIG_FILE
+    OmegaConf.save(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), path)
+    return path
+
+
+def load_config(path: Path) -> DictConfig:
+    """A saved config, typed again by the schema."""
+    schema = OmegaConf.structured(CvtrainConfig)
+    return OmegaConf.merge(schema, OmegaConf.load(path))
+
+
+def execute(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> dict:
+    """Train, evaluate or predict in this process (one rank of a job, or the only one)."""
+    from cvtrain.engine import checkpoint
+    from cvtrain.engine.distributed import env_from_os, shutdown
+    from cvtrain.engine.records import setup_logging
+    from cvtrain.engine.trainer import Trainer
+    from cvtrain.registry import TASKS
+
+    env = env_from_os()
+    setup_logging(run_dir, env.is_main)
+    state = None
+    if cfg.mode != Mode.train:
+        if not cfg.ckpt:
+            raise UserError(f"mode={cfg.mode.value} needs a checkpoint: add ckpt=PATH (a run's checkpoints/best.pt).")
+        state = checkpoint.load(cfg.ckpt)
+        cfg = merge_checkpoint_config(cfg, state["config"], overrides or [])
+    if env.is_main:
+        save_config(cfg, run_dir)
+    task = TASKS.get(cfg.task.name)(cfg)
+    if state is not None:
+        task.load_state_dict(state.get("task", {}))
+    try:
+        trainer = Trainer(cfg, task, run_dir, env)
+        if cfg.mode == Mode.train:
+            results = trainer.fit()
+            _summary(trainer, run_dir)
+            return results
+        trainer.load_weights(state)
+        if cfg.mode == Mode.eval:
+            return _evaluate(trainer, task, cfg, run_dir, env.is_main)
+        return _predict(trainer, task, cfg, run_dir)
+    finally:
+        shutdown()
+
+
+def merge_checkpoint_config(cfg: DictConfig, saved: dict, overrides: list[str]) -> DictConfig:
+    """Evaluate a checkpoint as it was trained: its task, model, loss and data config,
+    except the sections this command line overrides."""
+    saved_cfg = OmegaConf.create(saved)
+    merged = cfg.copy()
+    named = {o.lstrip("+~").split("=")[0].split(".")[0].split("@")[0] for o in overrides}
+    for section in ("task", "model", "loss", "dataset"):
+        if section not in named and section in saved_cfg:
+            OmegaConf.set_struct(merged, False)
+            merged[section] = OmegaConf.merge(cfg[section], saved_cfg[section])
+            OmegaConf.set_struct(merged, True)
+    return merged
+
+
+def _evaluate(trainer, task, cfg, run_dir: Path, is_main: bool) -> dict:
+    results = trainer.evaluate(trainer.loader(cfg.split, train=False), f"eval {cfg.split}")
+    if is_main:
+        (run_dir / "eval.json").write_text(json.dumps({"split": cfg.split, "ckpt": cfg.ckpt, **results}, indent=2))
+        if cfg.logger.images:
+            task.save_outputs(run_dir / "images", f"eval {cfg.split}")
+    log.info("eval %s: %s", cfg.split, " ".join(f"{k} {v:.4f}" for k, v in results.items()))
+    return results
+
+
+def _predict(trainer, task, cfg, run_dir: Path) -> list:
+    if not cfg.input:
+        raise UserError("mode=predict needs inputs: add input='photos/*.jpg' (a file, folder or glob).")
+    paths = _expand_inputs(cfg.input)
+    for module in trainer._eval_modules().values():
+        module.eval()
+    task.active = trainer._eval_modules()
+    records = task.predict(paths, run_dir / "images")
+    with (run_dir / "predictions.jsonl").open("w") as handle:
+        for record in records:
+            handle.write(json.dumps(record) + "\n")
+    for record in records:
+        print(f"{record['input']}\t{record['label']}\t{record.get('score', '')}")
+    return records
+
+
+def _expand_inputs(pattern: str) -> list[Path]:
+    path = Path(pattern)
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.is_file())
+    else:
+        found = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+    if not found:
+        raise UserError(f"input='{pattern}' matches no file; pass a file, a folder or a quoted glob like 'photos/*.jpg'.")
+    return found
+
+
+def _summary(trainer, run_dir: Path) -> None:
+    name, _ = trainer.task.monitor()
+    if trainer.best is not None:
+        log.info("best %s %.4f at epoch %s; checkpoints in %s", name, trainer.best, trainer.best_epoch, run_dir / "checkpoints")
+
+
+def worker_main(argv: list[str]) -> None:
+    """Entry of each distributed worker: `python -m cvtrain.app RUN_DIR`."""
+    from cvtrain.cli import run_reporting_errors
+
+    run_dir = Path(argv[0])
+    run_reporting_errors(lambda: execute(load_config(run_dir / CONFIG_FILE), run_dir))
+
+
+if __name__ == "__main__":
+    worker_main(sys.argv[1:])

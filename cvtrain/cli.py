@@ -1,0 +1,128 @@
+"""The `cvtrain` command: compose the config with Hydra, then run it.
+
+The command answers `--help` and rejects bad options before torch is imported, and
+it turns every user mistake into one line on stderr and a non-zero exit (`--debug`, or
+`debug=true`, shows the traceback instead).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+from cvtrain.errors import UserError
+
+_LOCAL_RANK_ARG = re.compile(r"^--local[-_]rank(=.*)?$")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of `cvtrain` and `python -m cvtrain`."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in args or "-h" in args:
+        from cvtrain.config.help import render_help
+
+        print(render_help())
+        return
+    debug = _pop_debug(args)
+    args = [a for a in args if not _LOCAL_RANK_ARG.match(a)]  # torchrun's legacy flag
+    run_reporting_errors(lambda: _compose_and_run(args), debug)
+
+
+def run_reporting_errors(body, debug: bool | None = None) -> None:
+    """Run `body`; a user's mistake becomes one line on stderr and exit status 2."""
+    if debug is None:
+        debug = os.environ.get("CVTRAIN_DEBUG", "") not in ("", "0")
+    try:
+        body()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as error:  # a bug keeps its traceback: _exit_with re-raises it
+        if debug:
+            raise
+        _exit_with(error)
+
+
+def _pop_debug(args: list[str]) -> bool:
+    debug = os.environ.get("CVTRAIN_DEBUG", "") not in ("", "0")
+    for flag in ("--debug", "debug=true", "debug=True"):
+        if flag in args:
+            debug = True
+            os.environ["CVTRAIN_DEBUG"] = "1"  # distributed workers inherit it
+            if flag == "--debug":
+                args.remove(flag)
+    return debug
+
+
+def _compose_and_run(args: list[str]) -> None:
+    from cvtrain.config.overrides import check_overrides
+
+    overrides = [a for a in args if not a.startswith("-")]
+    check_overrides(overrides)
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us, to be told in one line
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: one run folder for all ranks
+        from cvtrain.config.rundir import STAMP_ENV, run_stamp
+        from cvtrain.engine.distributed import agree_on_run_stamp
+
+        agree_on_run_stamp(STAMP_ENV, run_stamp)
+    _hydra_main(args)
+
+
+def _hydra_main(args: list[str]) -> None:
+    import hydra
+
+    from cvtrain.config.groups import CONF_DIR
+    from cvtrain.config.rundir import register_resolvers
+    from cvtrain.config.schema import register
+
+    register()
+    register_resolvers()
+
+    failures: list[BaseException] = []
+
+    @hydra.main(version_base=None, config_path=str(CONF_DIR), config_name="config")
+    def hydra_entry(cfg) -> None:
+        from cvtrain.app import run
+
+        try:
+            run(cfg)
+        except Exception as error:  # kept from Hydra, which would print its own report
+            failures.append(error)
+
+    saved = sys.argv
+    sys.argv = [saved[0], *args]
+    try:
+        hydra_entry()
+    finally:
+        sys.argv = saved
+    if failures:
+        raise failures[0]
+
+
+def _exit_with(error: BaseException) -> None:
+    from cvtrain.config.explain import explain
+
+    if not _is_user_error(error):
+        raise error
+    print(f"cvtrain: error: {explain(error)}", file=sys.stderr)
+    sys.exit(UserError.exit_code)
+
+
+def _is_user_error(error: BaseException) -> bool:
+    """Mistakes in configs, options, paths and checkpoints; not bugs in cvtrain."""
+    kinds: list[type] = [UserError]
+    try:
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
+        kinds += [HydraException, OmegaConfBaseException]
+    except ImportError:
+        pass
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, tuple(kinds)):
+            return True
+        error = error.__cause__ or error.__context__
+    return False

@@ -1,0 +1,74 @@
+"""Turn Hydra's and OmegaConf's multi-line composition errors into one line with a fix."""
+
+from __future__ import annotations
+
+import re
+
+from cvtrain.errors import UserError, closest
+
+
+def explain(error: BaseException) -> str:
+    """One line that says what is wrong with the config and how to fix it."""
+    chain = _causes(error)
+    for cause in chain:
+        if isinstance(cause, UserError):
+            return str(cause)
+    for cause in chain:
+        line = _explain_omegaconf(cause)
+        if line:
+            return line
+    return _first_line(str(chain[0]))
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return " ".join(lines[:2]) if lines else "invalid configuration"
+
+
+def _explain_omegaconf(error: BaseException) -> str | None:
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, ValidationError
+
+    key = getattr(error, "full_key", None) or ""
+    if isinstance(error, MissingMandatoryValue):
+        return f"{key} is required but not set; pass it on the command line, e.g. {key}=VALUE."
+    if isinstance(error, (ConfigAttributeError, ConfigKeyError)) and key:
+        return _unknown_key(error, key)
+    if isinstance(error, ValidationError) and key:
+        message = str(getattr(error, "msg", error)).strip().splitlines()[0].rstrip(".")
+        expected = _expected_type(message)
+        fix = f" Pass {expected}." if expected else ""
+        return f"{key}: {message}.{fix}".replace("..", ".")
+    return None
+
+
+def _unknown_key(error: BaseException, key: str) -> str:
+    section, _, name = key.rpartition(".")
+    valid = _keys_of(getattr(error, "parent_node", None))
+    hint = closest(name, valid) if valid else None
+    maybe = f" Did you mean '{section + '.' if section else ''}{hint}'?" if hint else ""
+    listing = f" Valid keys{' of ' + section if section else ''}: {', '.join(valid)}." if valid else ""
+    return f"unknown config key '{key}'.{maybe}{listing}"
+
+
+def _keys_of(node) -> list[str]:
+    try:
+        return sorted(str(k) for k in node.keys())
+    except Exception:
+        return []
+
+
+def _expected_type(message: str) -> str:
+    match = re.search(r"converted to (\w+)", message)
+    kinds = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false"}
+    if match:
+        return kinds.get(match[1], f"a {match[1]}")
+    match = re.search(r"expected one of \[(.*?)\]", message)
+    return f"one of {match[1]}" if match else ""

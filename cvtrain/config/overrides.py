@@ -1,0 +1,70 @@
+"""Checks on command-line overrides that need no Hydra: unknown groups and options.
+
+Hydra would reject `model=resnt18` too, but with a multi-line report; checking the
+choice against the files first gives one line with the closest match.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+
+from cvtrain.config.groups import GROUPS, options
+from cvtrain.errors import UserError, unknown_choice
+
+_GROUP_CHOICE = re.compile(r"^(?P<op>[+~]{0,2})(?P<key>[\w/]+)(@[\w.]+)?=(?P<value>.*)$")
+
+# Launchers shipped by Hydra plugins rather than by conf/: plugin module and extra.
+_PLUGIN_LAUNCHERS = {
+    "submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+    "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+    "joblib": ("hydra_plugins.hydra_joblib_launcher", None),
+}
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Raise a `UserError` for a group choice that names no option."""
+    for override in overrides:
+        match = _GROUP_CHOICE.match(override)
+        if not match:
+            continue
+        key, value = match["key"], match["value"]
+        if key in GROUPS:
+            _check_choices(key, value)
+        elif key == "hydra/launcher":
+            _check_launcher(value)
+
+
+def _check_choices(group: str, value: str) -> None:
+    valid = options(group)
+    for choice in _sweep_values(value):
+        if choice not in valid:
+            raise unknown_choice(group, choice, valid, f"Pick one with {group}=NAME.")
+
+
+def _sweep_values(value: str) -> list[str]:
+    """The choices of `a,b,c` (a multirun sweep) or the single choice."""
+    if value.startswith(("choice(", "range(", "glob(", "[")):
+        return []  # Hydra's sweep syntax: leave it to Hydra
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _check_launcher(value: str) -> None:
+    if value in options("hydra/launcher") or value == "basic":
+        return
+    if value in _PLUGIN_LAUNCHERS:
+        module, extra = _PLUGIN_LAUNCHERS[value]
+        if not _has(module):
+            package = module.split(".")[1].replace("_", "-")
+            install = f"pip install 'cvtrain[{extra}]'" if extra else f"pip install {package}"
+            raise UserError(f"hydra/launcher={value} needs its Hydra plugin; install it with: {install}")
+        return
+    valid = ["basic", *options("hydra/launcher"), *_PLUGIN_LAUNCHERS]
+    raise unknown_choice("launcher", value, valid, "Pick one with hydra/launcher=NAME.")
+
+
+def _has(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False

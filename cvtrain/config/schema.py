@@ -1,0 +1,175 @@
+"""Structured-config schemas: the types and defaults every YAML file is checked against.
+
+Hydra merges each YAML file onto these dataclasses, so a misspelt key or a value of
+the wrong type fails while the config is composed, before any model is built. Model
+schemas are per family (a classifier has no `cell`, a recurrent model no
+`freeze_backbone`); each conf/model/*.yaml names its family's schema in its defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from omegaconf import MISSING
+
+
+class Mode(str, Enum):
+    train = "train"
+    eval = "eval"
+    predict = "predict"
+
+
+class Precision(str, Enum):
+    """`auto` is bf16 autocast on CUDA GPUs that support it, else fp32."""
+
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class Progress(str, Enum):
+    """`auto` shows a rich bar on a terminal and plain periodic lines elsewhere."""
+
+    auto = "auto"
+    rich = "rich"
+    plain = "plain"
+    none = "none"
+
+
+@dataclass
+class TaskConfig:
+    name: str = MISSING
+    families: list[str] = field(default_factory=list)  # model families the task accepts
+    monitor: str = MISSING  # metric that picks checkpoints/best.pt
+    monitor_mode: str = "max"  # max | min
+    metrics: list[str] = field(default_factory=list)
+    topk: list[int] = field(default_factory=lambda: [1, 5])
+    augment: bool = False  # random horizontal flips, on the device
+    confusion_matrix: bool = True  # save a confusion-matrix image at each evaluation
+
+
+@dataclass
+class ClassifierModelConfig:
+    name: str = MISSING
+    family: str = "classifier"
+    weights: Optional[str] = None  # local file with pretrained weights; never downloaded
+    freeze_backbone: bool = False
+    dropout: float = 0.0
+    width: int = 16  # base channels of the small CNN
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    root: Optional[str] = None  # folder of a real data set; ShapesWorld needs none
+    image_size: int = 64
+    batch_size: int = 64  # global: split across processes under DDP
+    eval_batch_size: int = 256
+    num_workers: int = 0
+    val_fraction: float = 0.1
+    seed: int = 0  # fixes the data (ShapesWorld scenes, split assignment), not the training
+    num_train: int = 8000  # ShapesWorld sizes
+    num_val: int = 1000
+    num_test: int = 1000
+    min_objects: int = 1
+    max_objects: int = 4
+    cache_dir: Optional[str] = None
+
+
+@dataclass
+class LossConfig:
+    name: str = MISSING
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = MISSING  # adamw | adam | sgd | rmsprop
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd, rmsprop
+    nesterov: bool = False
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = MISSING  # none | cosine | linear | step | onecycle
+    warmup_steps: int = 0
+    warmup_fraction: float = 0.0  # of all optimizer steps; the larger of the two wins
+    min_lr_ratio: float = 0.0  # cosine/linear end at lr * min_lr_ratio
+    step_every: int = 1000  # step: decay every N optimizer steps
+    gamma: float = 0.1
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 10
+    max_steps: int = 0  # > 0: stop after this many optimizer steps, whatever the epochs
+    val_every: int = 1  # evaluate every N epochs ...
+    val_every_steps: int = 0  # ... or, when > 0, every N optimizer steps
+    grad_accum: int = 1
+    clip_grad_norm: float = 0.0  # 0 disables clipping
+    precision: Precision = Precision.auto
+    channels_last: bool = False
+    compile: bool = False
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    devices: int = 1  # > 1: DistributedDataParallel over this many processes
+    dist_backend: str = "auto"  # auto (nccl on CUDA, gloo on CPU) | nccl | gloo
+    deterministic: bool = False
+    ema_decay: float = 0.0  # > 0 keeps an exponential moving average of the weights
+    log_every: int = 50  # optimizer steps between progress lines
+    progress: Progress = Progress.auto
+    num_threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    save_last: bool = True
+
+
+@dataclass
+class LoggerConfig:
+    tensorboard: bool = False
+    images: bool = True  # write image outputs (confusion matrices, samples, ...)
+    max_images: int = 16
+
+
+@dataclass
+class PathsConfig:
+    output_dir: str = "outputs"
+
+
+@dataclass
+class CvtrainConfig:
+    """The root of every composed config."""
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: Any = MISSING  # a family schema, chosen by the model file
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    mode: Mode = Mode.train
+    seed: int = 42
+    ckpt: Optional[str] = None  # checkpoint for mode=eval|predict
+    input: Optional[str] = None  # glob of inputs for mode=predict
+    split: str = "test"  # the split mode=eval scores
+    resume: Any = False  # true: continue the latest run of this task and model; or a run folder
+    debug: bool = False  # show tracebacks
+
+
+MODEL_SCHEMAS = {"classifier": ClassifierModelConfig}
+
+
+def register() -> None:
+    """Put the schemas in Hydra's ConfigStore, where the YAML files' defaults find them."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    store.store(name="cvtrain_schema", node=CvtrainConfig)
+    for family, schema in MODEL_SCHEMAS.items():
+        store.store(group="model", name=f"_{family}", node=schema)

@@ -1,0 +1,32 @@
+"""User-facing errors: one line that names the problem and the fix.
+
+Anything a user can get wrong (an unknown option, a missing path, a corrupt checkpoint)
+raises `UserError`; the CLI prints its message on one line, without a traceback, and
+exits non-zero. Bugs stay ordinary exceptions so they keep their tracebacks.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class UserError(Exception):
+    """A problem the user can fix; its message is printed as-is on one line."""
+
+    exit_code = 2
+
+
+def closest(name: str, choices: Iterable[str]) -> str | None:
+    """The choice most similar to `name`, or None when nothing is close."""
+    matches = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    return matches[0] if matches else None
+
+
+def unknown_choice(kind: str, name: str, choices: Iterable[str], how: str = "") -> UserError:
+    """The error for a name that is not one of `choices`, with a 'did you mean'."""
+    choices = sorted(choices)
+    hint = closest(name, choices)
+    maybe = f" Did you mean '{hint}'?" if hint else ""
+    fix = f" {how}" if how else ""
+    return UserError(f"unknown {kind} '{name}'.{maybe} Valid: {', '.join(choices)}.{fix}")

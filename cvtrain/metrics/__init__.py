@@ -1,0 +1,6 @@
+"""Scorers: thin, tested adapters over the reference definitions of each metric.
+
+Importing this package registers every metric in `cvtrain.registry.METRICS`.
+"""
+
+from cvtrain.metrics import classification  # noqa: F401  (registers metrics)

@@ -1,0 +1,6 @@
+"""Models: plain nn.Modules with registered builders and no training logic.
+
+Importing this package registers every builder in `cvtrain.registry.MODELS`.
+"""
+
+from cvtrain.models import classifiers  # noqa: F401  (registers builders)

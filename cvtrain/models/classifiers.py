@@ -1,0 +1,319 @@
+"""Image classifiers: a small course CNN and torchvision backbones with a fresh head.
+
+Every builder returns a `Classifier(backbone, head)`: the backbone maps images to one
+feature vector per image, the head is a new `nn.Linear` for the task's classes. Keeping
+the two apart is what makes fine-tuning simple: `head_parameters(model)` gives the
+parameters to train when the backbone is frozen, or to put in their own lr group.
+
+Builders have the signature `build(cfg, *, num_classes, in_channels) -> nn.Module`, with
+cfg fields `name`, `family`, `weights` (a local state-dict file or None), `freeze_backbone`,
+`dropout` and `width` (the small CNN only). Nothing here downloads: torchvision models are
+built with `weights=None` and pretrained tensors come from a file the user supplies.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from cvtrain.errors import UserError
+from cvtrain.registry import MODELS
+
+log = logging.getLogger(__name__)
+
+
+class Classifier(nn.Module):
+    """A backbone, dropout and a linear head; a frozen backbone stays in eval mode.
+
+    Overriding `train()` is what keeps a frozen backbone's BatchNorm running statistics
+    (and any dropout inside it) fixed: without it, `model.train()` in the training loop
+    would silently keep updating statistics of layers the user asked to freeze.
+    """
+
+    def __init__(self, backbone: nn.Module, features: int, num_classes: int, dropout: float = 0.0):
+        super().__init__()
+        self.backbone = backbone
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(features, num_classes)
+        self.backbone_frozen = False
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = torch.flatten(self.backbone(images), 1)
+        return self.head(self.dropout(features))
+
+    def freeze(self) -> Classifier:
+        """Stop gradients to the backbone and keep it in eval mode from now on."""
+        self.backbone_frozen = True
+        self.backbone.requires_grad_(False)
+        self.backbone.eval()
+        return self
+
+    def train(self, mode: bool = True) -> Classifier:
+        super().train(mode)
+        if self.backbone_frozen:
+            self.backbone.eval()
+        return self
+
+
+def head_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Parameters of the new classification head (trained even with a frozen backbone)."""
+    return list(_unwrap(model).head.parameters())
+
+
+def backbone_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Parameters of everything but the head, e.g. for a lower learning rate."""
+    return list(_unwrap(model).backbone.parameters())
+
+
+def _unwrap(model: nn.Module) -> Classifier:
+    """The Classifier inside a torch.compile or DataParallel wrapper."""
+    for attr in ("_orig_mod", "module"):
+        model = getattr(model, attr, model)
+    return model
+
+
+# --- the small course CNN ------------------------------------------------------------
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    """Conv3x3 - BN - ReLU - 2x2 max-pool. The full-resolution conv sees the thin edges
+    that tell a hexagon from a circle (a stride-2 conv learns them far more slowly), and
+    ceil-mode pooling never shrinks a 1x1 map to nothing (8x8 digits)."""
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2, ceil_mode=True),
+    )
+
+
+class SmallCNN(nn.Sequential):
+    """Four conv blocks (w, 2w, 4w, 4w) and global average pooling: fast on a CPU.
+
+    Adaptive pooling makes the output one vector per image whatever the input size, so
+    the same network takes 8x8 digits, 28x28 MNIST, 32x32 CIFAR and 64x64 shapes.
+    """
+
+    def __init__(self, in_channels: int, width: int):
+        widths = [width, 2 * width, 4 * width, 4 * width]
+        blocks = [_block(cin, cout) for cin, cout in zip([in_channels, *widths], widths)]
+        super().__init__(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+        self.features = widths[-1]
+
+
+@MODELS.register("cnn", family="classifier")
+def cnn(cfg: Any, *, num_classes: int, in_channels: int) -> nn.Module:
+    """The course's small CNN; `model.width` sets its base channel count."""
+    width = int(_opt(cfg, "width", 16))
+    if width < 1:
+        raise UserError(f"model.width: must be a positive channel count, got {width}; try model.width=16.")
+    backbone = SmallCNN(in_channels, width)
+    model = Classifier(backbone, backbone.features, num_classes, _dropout(cfg))
+    path = _opt(cfg, "weights", None)
+    if path:
+        state = read_state_dict(path)
+        load_matching(model, state, "cnn", path, skip=("head.",))
+    return _finish(model, cfg)
+
+
+# --- torchvision backbones -----------------------------------------------------------
+
+# name -> (path of the first conv, names of the old head inside the torchvision model)
+_TORCHVISION = {
+    "resnet18": ("conv1", ("fc.",)),
+    "resnet50": ("conv1", ("fc.",)),
+    "mobilenet_v3_small": ("features.0.0", ("classifier.3.",)),
+    "mobilenet_v3_large": ("features.0.0", ("classifier.3.",)),
+}
+
+
+def _torchvision_classifier(name: str, cfg: Any, num_classes: int, in_channels: int) -> nn.Module:
+    """Build `name` untrained, load the user's weights file, then swap conv1 and head.
+
+    Weights go in before the first conv is adapted, so grayscale input can reuse the
+    pretrained RGB filters (summed over colour), and before the head is removed, so the
+    file's keys line up with torchvision's own names.
+    """
+    import torchvision
+
+    net = getattr(torchvision.models, name)(weights=None)
+    first_conv, old_head = _TORCHVISION[name]
+    path = _opt(cfg, "weights", None)
+    if path:
+        load_matching(net, read_state_dict(path), name, path, skip=old_head)
+    if in_channels != 3:
+        net.set_submodule(first_conv, _adapt_conv(net.get_submodule(first_conv), in_channels))
+    features = _strip_head(net)
+    return _finish(Classifier(net, features, num_classes, _dropout(cfg)), cfg)
+
+
+def _strip_head(net: nn.Module) -> int:
+    """Replace the ImageNet head with Identity; return the feature size it took in.
+
+    MobileNetV3 keeps its pretrained Linear+Hardswish pre-head layer as backbone; its
+    own dropout goes away because the Classifier applies `model.dropout` itself.
+    """
+    if hasattr(net, "fc"):
+        features = net.fc.in_features
+        net.fc = nn.Identity()
+        return features
+    features = net.classifier[3].in_features
+    net.classifier = net.classifier[:2]
+    return features
+
+
+def _adapt_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    """The same conv for `in_channels` inputs, its filters derived from the RGB ones.
+
+    For one channel the RGB filters are summed, so a gray image (R=G=B) gives the same
+    response as before; for other counts the filters are tiled and rescaled (as timm does).
+    """
+    new = nn.Conv2d(
+        in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+        conv.padding, conv.dilation, conv.groups, conv.bias is not None,
+    )
+    with torch.no_grad():
+        old = conv.weight
+        if in_channels == 1:
+            new.weight.copy_(old.sum(dim=1, keepdim=True))
+        else:
+            repeats = -(-in_channels // old.shape[1])
+            tiled = old.repeat(1, repeats, 1, 1)[:, :in_channels]
+            new.weight.copy_(tiled * old.shape[1] / in_channels)
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    return new
+
+
+def _register_torchvision(name: str) -> None:
+    """Register a builder for torchvision architecture `name`."""
+
+    def build(cfg: Any, *, num_classes: int, in_channels: int) -> nn.Module:
+        return _torchvision_classifier(name, cfg, num_classes, in_channels)
+
+    build.__name__ = name
+    build.__doc__ = f"torchvision {name}, untrained or from model.weights, with a new head."
+    MODELS.register(name, family="classifier")(build)
+
+
+for _name in _TORCHVISION:
+    _register_torchvision(_name)
+
+
+# --- shared helpers ------------------------------------------------------------------
+
+
+def _finish(model: Classifier, cfg: Any) -> Classifier:
+    """Apply `freeze_backbone`, the last step for every architecture."""
+    if _opt(cfg, "freeze_backbone", False):
+        model.freeze()
+    return model
+
+
+def _dropout(cfg: Any) -> float:
+    p = float(_opt(cfg, "dropout", 0.0) or 0.0)
+    if not 0.0 <= p < 1.0:
+        raise UserError(f"model.dropout: must be in [0, 1), got {p}; try model.dropout=0.2.")
+    return p
+
+
+def _opt(cfg: Any, key: str, default: Any) -> Any:
+    """cfg[key] when cfg has it (DictConfig or dict), else `default`."""
+    getter = getattr(cfg, "get", None)
+    return getter(key, default) if getter else getattr(cfg, key, default)
+
+
+# --- pretrained weights from a local file --------------------------------------------
+
+_NO_FILE_FIX = (
+    "download the torchvision weights file once on a machine with internet and pass its path, "
+    "or drop model.weights to train from scratch."
+)
+
+
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file, loaded with `weights_only=True`.
+
+    weights_only refuses pickles that would build arbitrary objects, so a malicious file
+    is reported, never executed. A state dict nested under "state_dict" or "model" (as in
+    training checkpoints) is unwrapped.
+    """
+    path = os.path.expanduser(str(path))
+    if not os.path.isfile(path):
+        raise UserError(f"model.weights: no such file '{path}'; {_NO_FILE_FIX}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure to read is the file's fault
+        raise UserError(
+            f"model.weights: refused to load '{path}' ({_why_refused(err)}); "
+            "pass a plain state dict saved with torch.save(model.state_dict(), path), "
+            "e.g. a torchvision weights file."
+        ) from None
+    return _tensors_of(obj, path)
+
+
+def _why_refused(err: Exception) -> str:
+    """One short line saying why torch.load failed: unsafe content, or a broken file."""
+    text = str(err)
+    detail = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+    if detail and "Unsupported global" in detail.group(1):
+        name = re.search(r"GLOBAL (\S+)", detail.group(1))
+        what = f" ({name.group(1)})" if name else ""
+        return f"unsafe: it would import or run Python objects{what}, which weights_only loading forbids"
+    reason = detail.group(1).strip() if detail else (text.strip().splitlines() or [""])[0]
+    reason = f"{type(err).__name__}: {reason[:120]}" if reason.strip() else type(err).__name__
+    return f"unreadable or not a torch weights file: {reason}"
+
+
+def _tensors_of(obj: Any, path: str) -> dict[str, torch.Tensor]:
+    """The tensor entries of a (possibly nested) state dict."""
+    for key in ("state_dict", "model"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)} if isinstance(obj, Mapping) else {}
+    if not tensors:
+        raise UserError(
+            f"model.weights: '{path}' holds no state dict of tensors; "
+            "pass a file saved with torch.save(model.state_dict(), path)."
+        )
+    return {_strip_prefixes(k): v for k, v in tensors.items()}
+
+
+def _strip_prefixes(key: str) -> str:
+    """Drop the wrapper prefixes of DDP, torch.compile and a saved Classifier."""
+    for prefix in ("module.", "_orig_mod.", "backbone."):
+        if key.startswith(prefix):
+            key = key[len(prefix):]
+    return key
+
+
+def load_matching(
+    model: nn.Module, state: dict[str, torch.Tensor], arch: str, path: str, skip: tuple[str, ...] = ()
+) -> int:
+    """Copy every tensor of `state` whose name and shape match `model`; skip the old head.
+
+    Partial matches are allowed (a new input conv, a different width) and logged; none at
+    all means the file is for another architecture, which is the user's mistake.
+    """
+    own = {_strip_prefixes(k): k for k in model.state_dict()}
+    shapes = model.state_dict()
+    matched = {
+        own[k]: v for k, v in state.items()
+        if k in own and not k.startswith(skip) and shapes[own[k]].shape == v.shape
+    }
+    if all(k.endswith("num_batches_tracked") for k in matched):  # BN counters fit anything
+        raise UserError(
+            f"model.weights: no tensor in '{path}' fits {arch} (names or shapes differ); "
+            f"pass a weights file made for {arch}, or pick the model that matches the file."
+        )
+    model.load_state_dict(matched, strict=False)
+    wanted = [k for k in own if not k.startswith(skip)]
+    if len(matched) < len(wanted):
+        log.warning("model.weights: loaded %d of %d %s tensors from %s", len(matched), len(wanted), arch, path)
+    return len(matched)

@@ -1,0 +1,6 @@
+"""Tasks: how a batch becomes losses, predictions and scores. A task owns no loop.
+
+Importing this package registers every task in `cvtrain.registry.TASKS`.
+"""
+
+from cvtrain.tasks import classification  # noqa: F401  (registers the task)

@@ -1,0 +1,47 @@
+"""Turning stored uint8 images into model inputs, and image files into stored form.
+
+Data sets keep images as uint8 (4x less memory and host-to-device traffic than float);
+the conversion to normalized floats happens on the device, inside the step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> float, scaled to [0, 1] and standardized (ImageNet statistics
+    for RGB, which pretrained torchvision backbones expect)."""
+    x = images.float().div_(255)
+    channels = x.shape[1]
+    mean = IMAGENET_MEAN if channels == 3 else (0.5,) * channels
+    std = IMAGENET_STD if channels == 3 else (0.5,) * channels
+    mean_t = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    return x.sub_(mean_t).div_(std_t)
+
+
+def random_hflip(images: torch.Tensor) -> torch.Tensor:
+    """Flip a random half of the batch left-right (on the device, no per-sample loop)."""
+    flip = torch.rand(images.shape[0], device=images.device) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
+
+
+def load_image(path: Path, size: int, channels: int) -> torch.Tensor:
+    """An image file as uint8 (C, size, size), the way training data is stored."""
+    from PIL import Image
+
+    from cvtrain.errors import UserError
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
+            data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+    except OSError as error:
+        raise UserError(f"cannot read image '{path}' ({error}); pass image files (png, jpg, ...).") from error
+    return data.view(size, size, channels).permute(2, 0, 1).contiguous()

@@ -1,0 +1,222 @@
+"""The training loop: several optimizers, accumulation, schedules, EMA, checkpoints."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import compose_cfg
+from torch import nn
+
+from cvtrain.data.memory import InMemoryDataset
+from cvtrain.engine import checkpoint
+from cvtrain.engine.optim import lr_multiplier
+from cvtrain.engine.task import Task
+from cvtrain.engine.trainer import Trainer
+from cvtrain.errors import UserError
+
+TARGET_MEAN, TARGET_STD = 3.0, 0.5
+
+
+class ToyGAN(Task):
+    """A 1-D GAN: the generator must learn to produce N(3, 0.5) from N(0, 1) noise.
+
+    Two optimizers stepped by the task, discriminator first, as the course's GANs do.
+    """
+
+    name = "toy_gan"
+
+    def build_models(self):
+        return {"generator": nn.Linear(1, 1), "discriminator": nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 1))}
+
+    def build_dataset(self, split):
+        g = torch.Generator().manual_seed({"train": 0, "val": 1, "test": 2}[split])
+        real = TARGET_MEAN + TARGET_STD * torch.randn(2048, 1, generator=g)
+        return InMemoryDataset({"x": real})
+
+    def parameter_groups(self):
+        return {"discriminator": self.models["discriminator"].parameters(), "generator": self.models["generator"].parameters()}
+
+    def _score(self, x):
+        return self.active["discriminator"](torch.cat([x, x * x / 10], dim=1))
+
+    def train_step(self, batch, step):
+        real = batch["x"]
+        fake = self.active["generator"](torch.randn_like(real))
+        bce = nn.functional.binary_cross_entropy_with_logits
+        d_real, d_fake = self._score(real), self._score(fake.detach())
+        loss_d = bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake))
+        step("discriminator", loss_d)
+        g_score = self._score(fake)
+        loss_g = bce(g_score, torch.ones_like(g_score))
+        step("generator", loss_g)
+        return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach()}
+
+    def start_eval(self):
+        self.samples = []
+
+    def eval_step(self, batch):
+        self.samples.append(self.active["generator"](torch.randn_like(batch["x"])))
+
+    def finish_eval(self):
+        fake = torch.cat(self.samples)
+        return {"mean_error": abs(float(fake.mean()) - TARGET_MEAN)}
+
+    def monitor(self):
+        return "mean_error", "min"
+
+
+def _cfg(tmp_path: Path, *overrides: str):
+    return compose_cfg(
+        ["optimizer=adam", "optimizer.lr=0.02", "scheduler=none", "dataset.batch_size=64",
+         "trainer.epochs=12", "trainer.progress=none", "logger.images=false", *overrides]
+    )
+
+
+def test_two_optimizers_stepped_by_the_task_train_a_gan(tmp_path):
+    task = ToyGAN(_cfg(tmp_path))
+    trainer = Trainer(task.cfg, task, tmp_path)
+    before = {n: [p.detach().clone() for p in m.parameters()] for n, m in task.models.items()}
+    results = trainer.fit()
+    assert set(trainer.optimizers) == {"discriminator", "generator"}
+    for name, module in task.models.items():
+        assert any(not torch.equal(a, b) for a, b in zip(before[name], module.parameters())), f"{name} never stepped"
+    steps = 12 * (2048 // 64)
+    assert trainer.global_step == steps
+    assert all(s.last_epoch == steps for s in trainer.schedulers.values())
+    # From mean 0 (a fresh Linear) to the data's mean 3: the generator learned.
+    assert results["mean_error"] < 0.3, results
+
+
+def test_gradient_accumulation_steps_once_per_cycle(tmp_path):
+    task = ToyGAN(_cfg(tmp_path, "trainer.epochs=1", "trainer.grad_accum=4"))
+    trainer = Trainer(task.cfg, task, tmp_path)
+    trainer.fit()
+    assert trainer.global_step == (2048 // 64) // 4
+    assert trainer.optimizers["generator"].state_dict()["state"][0]["step"] == trainer.global_step
+
+
+def test_accumulated_gradients_equal_one_large_batch(tmp_path):
+    """Four micro-batches of 16 with grad_accum=4 give the 64-sample batch's step."""
+
+    class Regression(Task):
+        def build_models(self):
+            torch.manual_seed(0)
+            return {"model": nn.Linear(4, 1)}
+
+        def build_dataset(self, split):
+            g = torch.Generator().manual_seed(0)
+            x = torch.randn(64, 4, generator=g)
+            return InMemoryDataset({"x": x, "y": x.sum(1, keepdim=True)})
+
+        def train_step(self, batch, step):
+            loss = nn.functional.mse_loss(self.model(batch["x"]), batch["y"])
+            step("main", loss)
+            return {"loss": loss.detach()}
+
+        def start_eval(self):
+            self.errors = []
+
+        def eval_step(self, batch):
+            self.errors.append(nn.functional.mse_loss(self.model(batch["x"]), batch["y"]))
+
+        def finish_eval(self):
+            return {"mse": float(torch.stack(self.errors).mean())}
+
+        def monitor(self):
+            return "mse", "min"
+
+    def weights_after(batch_size, accum, folder):
+        cfg = _cfg(folder, "optimizer=sgd", "optimizer.lr=0.1", "optimizer.momentum=0", "optimizer.weight_decay=0",
+                   f"dataset.batch_size={batch_size}", f"trainer.grad_accum={accum}", "trainer.max_steps=1")
+        task = Regression(cfg)
+        Trainer(cfg, task, folder).fit()
+        return task.models["model"].weight.detach().clone()
+
+    one = weights_after(64, 1, tmp_path / "a")
+    four = weights_after(16, 4, tmp_path / "b")
+    torch.testing.assert_close(one, four, rtol=1e-5, atol=1e-6)
+
+
+def test_an_unknown_optimizer_name_in_step_is_a_clear_error(tmp_path):
+    task = ToyGAN(_cfg(tmp_path, "trainer.epochs=1"))
+
+    def bad_step(batch, step):
+        step("critic", batch["x"].sum())
+        return {}
+
+    task.train_step = bad_step
+    with pytest.raises(UserError, match="unknown optimizer name 'critic'.*Valid: discriminator, generator"):
+        Trainer(task.cfg, task, tmp_path).fit()
+
+
+def test_ema_weights_are_used_for_evaluation(tmp_path):
+    task = ToyGAN(_cfg(tmp_path, "trainer.epochs=2", "trainer.ema_decay=0.9"))
+    trainer = Trainer(task.cfg, task, tmp_path)
+    trainer.fit()
+    ema_generator = trainer._eval_modules()["generator"]
+    assert ema_generator is not task.models["generator"]
+    assert not torch.equal(ema_generator.weight, task.models["generator"].weight)
+    state = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
+    assert set(state["ema"]) == {"generator", "discriminator"}
+
+
+def test_warmup_then_cosine_schedule():
+    cfg = compose_cfg(["scheduler=cosine", "scheduler.warmup_steps=10", "scheduler.min_lr_ratio=0.1"]).scheduler
+    f = lr_multiplier(cfg, total_steps=110)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(60) == pytest.approx(0.55) and f(110) == pytest.approx(0.1)
+    step = lr_multiplier(compose_cfg(["scheduler=step", "scheduler.step_every=5", "scheduler.gamma=0.5"]).scheduler, 20)
+    assert [step(i) for i in (0, 4, 5, 12)] == [1.0, 1.0, 0.5, 0.25]
+
+
+def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    checkpoint.save_atomic({"format": 1, "models": {"w": torch.ones(3)}}, path)
+
+    def crash(obj, handle, *args, **kwargs):
+        handle.write(b"partial bytes")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.save_atomic({"format": 1, "models": {"w": torch.zeros(3)}}, path)
+    monkeypatch.undo()
+    assert torch.equal(checkpoint.load(path)["models"]["w"], torch.ones(3)), "the old checkpoint must survive"
+    assert sorted(os.listdir(tmp_path)) == ["last.pt"], "no temporary file may be left behind"
+
+
+class _Exploit:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_weights_only_loading_refuses_a_malicious_pickle(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": 1, "models": {}, "payload": _Exploit(marker)}, evil)
+    with pytest.raises(UserError, match="refused"):
+        checkpoint.load(evil)
+    assert not marker.exists(), "loading must never run code from the file"
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"PK\x03\x04truncated zip"])
+def test_corrupt_checkpoints_are_refused_with_one_line(tmp_path, content):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(content)
+    with pytest.raises(UserError) as error:
+        checkpoint.load(bad)
+    assert "\n" not in str(error.value) and "bad.pt" in str(error.value)
+
+
+def test_a_truncated_real_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "last.pt"
+    checkpoint.save_atomic({"format": 1, "models": {"w": torch.randn(1000)}}, path)
+    path.write_bytes(path.read_bytes()[:-200])
+    with pytest.raises(UserError, match="corrupt or truncated"):
+        checkpoint.load(path)
