@@ -20,7 +20,7 @@ train: install
 	$(BIN)/cvtrain task=classification
 
 test: install
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python scripts/bench_throughput.py

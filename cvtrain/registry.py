@@ -89,7 +89,7 @@ class Registry:
 
 
 MODELS = Registry("model", ("cvtrain.models",))
-DATASETS = Registry("dataset", ("cvtrain.data",))
+DATASETS = Registry("dataset", ("cvtrain.data.classification", "cvtrain.data.shapes"))
 LOSSES = Registry("loss", ("cvtrain.tasks.losses",))
 METRICS = Registry("metric", ("cvtrain.metrics",))
 TASKS = Registry("task", ("cvtrain.tasks",))

@@ -21,6 +21,9 @@ STAMP_ENV = "CVTRAIN_RUN_STAMP"
 LAST_CHECKPOINT = Path("checkpoints") / "last.pt"
 
 
+_fresh = {"stamp": None}  # the stamp this process made itself (not inherited, not SLURM's)
+
+
 def run_stamp() -> str:
     """The run's stamp, fixed for this process (and its children) on first use."""
     stamp = os.environ.get(STAMP_ENV)
@@ -31,16 +34,36 @@ def run_stamp() -> str:
             stamp = f"slurm-{job}" + (f"-{array_task}" if array_task else "")
         else:
             stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+            _fresh["stamp"] = stamp
         os.environ[STAMP_ENV] = stamp
     return stamp
 
 
-def run_dir(base: str, mode: str, resume: object) -> str:
+def run_dir(base: str, mode: object, resume: object) -> str:
     """The folder of this run; see the module docstring."""
     if resume not in (False, None, "false", "False", ""):
         return _resume_dir(Path(base), resume)
-    prefix = "" if str(mode) in ("train", "Mode.train") else f"{mode}-"
-    return str(Path(base) / f"{prefix}{run_stamp()}")
+    mode = getattr(mode, "value", mode)
+    prefix = "" if str(mode) == "train" else f"{mode}-"
+    stamp = run_stamp()
+    if stamp == _fresh["stamp"]:
+        stamp = _unused(Path(base), prefix, stamp)
+    return str(Path(base) / f"{prefix}{stamp}")
+
+
+def _unused(base: Path, prefix: str, stamp: str) -> str:
+    """`stamp`, or `stamp_2`, `stamp_3`...: two runs started in one second get two folders.
+
+    The choice is shared with the rest of this process and its workers through the
+    environment, like any other stamp, so it is made once.
+    """
+    unique, n = stamp, 1
+    while (base / f"{prefix}{unique}").exists():
+        n += 1
+        unique = f"{stamp}_{n}"
+    os.environ[STAMP_ENV] = unique
+    _fresh["stamp"] = None
+    return unique
 
 
 def _resume_dir(base: Path, resume: object) -> str:

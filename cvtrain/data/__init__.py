@@ -1,7 +1,6 @@
 """Data: the embedded ShapesWorld data set, real formats from a local path, loaders.
 
-Importing this package registers every dataset builder in `cvtrain.registry.DATASETS`;
-the ShapesWorld generator itself (`cvtrain.data.shapesworld`) needs numpy only.
+The builder modules register themselves in `cvtrain.registry.DATASETS` when the
+registry is first used; this package imports nothing itself, so the numpy-only
+generator (`cvtrain.data.shapesworld`) loads without torch.
 """
-
-from cvtrain.data import classification, shapes  # noqa: F401  (registers builders)

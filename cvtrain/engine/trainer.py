@@ -28,7 +28,7 @@ from cvtrain.engine.loader import build_loader
 from cvtrain.engine.optim import build_optimizer, build_scheduler
 from cvtrain.engine.precision import resolve as resolve_precision
 from cvtrain.engine.progress import Progress
-from cvtrain.engine.records import MetricsWriter, plot_curves
+from cvtrain.engine.records import MetricsWriter, plot_curves, read_metrics
 from cvtrain.engine.task import Task
 from cvtrain.errors import UserError, unknown_choice
 
@@ -139,6 +139,10 @@ class Trainer:
         steps_per_epoch = max(1, len(train_loader) // self.tcfg.grad_accum)
         self._build_optimizers(steps_per_epoch)
         self._maybe_resume()
+        if self._done() and self.global_step > 0:  # a requeue or resume of a finished run
+            log.info("the run in %s is already complete (epoch %d, step %d)", self.run_dir, self.epoch, self.global_step)
+            self.writer.close()
+            return _last_record(self.run_dir)
         log.info(
             "training %s on %s (%s) for %s, %d step(s) per epoch, %d process(es); run folder %s",
             self.cfg.model.name, self.device, self.precision.dtype or "fp32",
@@ -316,6 +320,11 @@ def _load_module(module: nn.Module, states: dict[str, Any], name: str) -> None:
         first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
         raise UserError(f"the checkpoint's '{name}' weights do not fit this model ({first[:150]}); "
                         "evaluate with the model config it was trained with.") from error
+
+
+def _last_record(run_dir: Path) -> dict[str, float]:
+    records = read_metrics(run_dir)
+    return {k: v for k, v in records[-1].items() if k not in ("epoch", "step")} if records else {}
 
 
 def _batch_size(batch: Any) -> int:

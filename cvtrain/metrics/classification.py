@@ -58,8 +58,10 @@ class ConfusionMatrix(SumMetric):
 
     def score(self, state):
         matrix = state["matrix"]
-        recall = matrix.diag() / matrix.sum(1).clamp(min=1)
-        return {"balanced_acc": float(recall.mean())}
+        support = matrix.sum(1)
+        present = support > 0  # as scikit-learn: classes with no true sample are left out
+        recall = matrix.diag()[present] / support[present]
+        return {"balanced_acc": float(recall.mean()) if bool(present.any()) else 0.0}
 
 
 def save_confusion_image(matrix: torch.Tensor, class_names: list[str], path: Path, title: str = "") -> Path:
