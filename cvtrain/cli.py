@@ -62,10 +62,11 @@ def _compose_and_run(args: list[str]) -> None:
     check_overrides(overrides)
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us, to be told in one line
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: one run folder for all ranks
-        from cvtrain.config.rundir import STAMP_ENV, run_stamp
+        from cvtrain.config.rundir import STAMP_ENV, mark_shared, run_stamp
         from cvtrain.engine.distributed import agree_on_run_stamp
 
         agree_on_run_stamp(STAMP_ENV, run_stamp)
+        mark_shared()
     _hydra_main(args)
 
 

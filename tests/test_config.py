@@ -127,3 +127,21 @@ def test_help_lists_every_group_and_option():
         assert f"  {group}:" in text
         for option in options(group):
             assert option in text
+
+
+def test_two_runs_started_in_one_second_get_two_folders(tmp_path, monkeypatch):
+    import time as time_module
+    from pathlib import Path
+
+    from cvtrain.config import rundir
+
+    monkeypatch.delenv(rundir.STAMP_ENV, raising=False)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.setattr(time_module, "strftime", lambda fmt: "2026-01-01_00-00-00")
+    first = rundir.run_dir(str(tmp_path), "train", False)
+    Path(first).mkdir()
+    assert rundir.run_dir(str(tmp_path), "train", False) == first, "one run resolves its folder once"
+    monkeypatch.delenv(rundir.STAMP_ENV)  # as in a second process started the same second
+    second = rundir.run_dir(str(tmp_path), "train", False)
+    assert second == first + "_2"
+    assert rundir.run_dir(str(tmp_path), Mode.eval, False) == str(tmp_path / "eval-2026-01-01_00-00-00_2")

@@ -51,6 +51,11 @@ def run_dir(base: str, mode: object, resume: object) -> str:
     return str(Path(base) / f"{prefix}{stamp}")
 
 
+def mark_shared() -> None:
+    """The stamp now belongs to several processes (torchrun ranks): never rename it."""
+    _fresh["stamp"] = None
+
+
 def _unused(base: Path, prefix: str, stamp: str) -> str:
     """`stamp`, or `stamp_2`, `stamp_3`...: two runs started in one second get two folders.
 
