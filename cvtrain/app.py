@@ -149,9 +149,9 @@ def _predict(trainer, task, cfg, run_dir: Path) -> list:
     if not cfg.input:
         raise UserError("mode=predict needs inputs: add input='photos/*.jpg' (a file, folder or glob).")
     paths = _expand_inputs(cfg.input)
-    for module in trainer._eval_modules().values():
+    task.active = trainer.eval_modules()
+    for module in task.active.values():
         module.eval()
-    task.active = trainer._eval_modules()
     records = task.predict(paths, run_dir / "images")
     with (run_dir / "predictions.jsonl").open("w") as handle:
         for record in records:

@@ -78,7 +78,9 @@ class _DictCfg(dict):
 
 
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path, monkeypatch):
-    args = ["task=classification", *QUICK, "dataset.num_train=512", "dataset.batch_size=128", f"paths.output_dir={tmp_path / 'out'}"]
+    # Augmentation and dropout draw random numbers: resume must restore those streams too.
+    args = ["task=classification", *QUICK, "dataset.num_train=512", "dataset.batch_size=128", "task.augment=true",
+            "model.dropout=0.2", f"paths.output_dir={tmp_path / 'out'}"]
     cli_in_process([*args, f"hydra.run.dir={tmp_path / 'straight'}"])
 
     original = ClassificationTask.train_step

@@ -156,7 +156,7 @@ def test_ema_weights_are_used_for_evaluation(tmp_path):
     task = ToyGAN(_cfg(tmp_path, "trainer.epochs=2", "trainer.ema_decay=0.9"))
     trainer = Trainer(task.cfg, task, tmp_path)
     trainer.fit()
-    ema_generator = trainer._eval_modules()["generator"]
+    ema_generator = trainer.eval_modules()["generator"]
     assert ema_generator is not task.models["generator"]
     assert not torch.equal(ema_generator.weight, task.models["generator"].weight)
     state = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
@@ -220,3 +220,28 @@ def test_a_truncated_real_checkpoint_is_refused(tmp_path):
     path.write_bytes(path.read_bytes()[:-200])
     with pytest.raises(UserError, match="corrupt or truncated"):
         checkpoint.load(path)
+
+
+def test_torch_compile_trains_and_checkpoints_plain_weights(tmp_path):
+    task = ToyGAN(_cfg(tmp_path, "trainer.epochs=2", "trainer.compile=true"))
+    trainer = Trainer(task.cfg, task, tmp_path)
+    results = trainer.fit()
+    assert all(isinstance(m, torch._dynamo.eval_frame.OptimizedModule) for m in trainer.train_modules.values())
+    assert results["mean_error"] < 2.9, "the compiled generator moved towards the data"
+    keys = checkpoint.load(tmp_path / "checkpoints" / "last.pt")["models"]["generator"].keys()
+    assert set(keys) == {"weight", "bias"}, "checkpoints hold the plain module's names, not _orig_mod.*"
+
+
+def test_channels_last_training_keeps_the_memory_format(tmp_path):
+    from conftest import SMALL_DATA
+
+    from cvtrain.tasks.classification import ClassificationTask
+
+    cfg = compose_cfg(["task=classification", *SMALL_DATA, "dataset.num_train=256", "trainer.epochs=1",
+                       "trainer.channels_last=true", "trainer.progress=none", "logger.images=false"])
+    task = ClassificationTask(cfg)
+    trainer = Trainer(cfg, task, tmp_path)
+    results = trainer.fit()
+    conv = next(m for m in task.models["model"].modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert 0 <= results["acc1"] <= 1 and (tmp_path / "checkpoints" / "best.pt").is_file()

@@ -53,6 +53,8 @@ class Trainer:
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, Any] = {}
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.needs_scaler)
+        # Where the current batch stands in its accumulation cycle (set per batch).
+        self._micro, self._boundary, self._stepped = 0, True, False
 
     # --- models ---------------------------------------------------------------
     def _build_models(self) -> None:
@@ -79,7 +81,7 @@ class Trainer:
             module = torch.compile(module)
         return module
 
-    def _eval_modules(self) -> dict[str, nn.Module]:
+    def eval_modules(self) -> dict[str, nn.Module]:
         if self.ema:
             return {n: e.module for n, e in self.ema.items()}
         return self.task.models
@@ -230,7 +232,7 @@ class Trainer:
     @torch.inference_mode()
     def evaluate(self, loader, description: str = "eval") -> dict[str, float]:
         """Run the task's metrics over `loader` with the evaluation weights (EMA if kept)."""
-        modules = self._eval_modules()
+        modules = self.eval_modules()
         for module in modules.values():
             module.eval()
         self.task.active = modules
@@ -264,7 +266,7 @@ class Trainer:
         return results
 
     # --- checkpoints ----------------------------------------------------------
-    def _state(self) -> dict[str, Any]:
+    def _state(self, rng: list[dict[str, Any]]) -> dict[str, Any]:
         return {
             "format": ckpt.FORMAT,
             "models": {n: m.state_dict() for n, m in self.task.models.items()},
@@ -273,14 +275,15 @@ class Trainer:
             "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
             "scaler": self.scaler.state_dict(),
             "trainer": {"epoch": self.epoch, "step": self.global_step, "best": self.best, "best_epoch": self.best_epoch},
-            "rng": ckpt.rng_state(),
+            "rng": rng,  # one entry per rank
             "config": OmegaConf.to_container(self.cfg, resolve=True, enum_to_str=True),
             "task": self.task.state_dict(),
         }
 
     def _save(self, which: str) -> None:
+        rng = dist.gather_objects(ckpt.rng_state())  # collective: every rank takes part
         if self.env.is_main and (which != "last" or self.tcfg.save_last):
-            ckpt.save_atomic(self._state(), self.run_dir / "checkpoints" / f"{which}.pt")
+            ckpt.save_atomic(self._state(rng), self.run_dir / "checkpoints" / f"{which}.pt")
         dist.barrier()
 
     def _maybe_resume(self) -> None:
@@ -295,9 +298,18 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         t = state["trainer"]
         self.epoch, self.global_step, self.best, self.best_epoch = t["epoch"], t["step"], t["best"], t["best_epoch"]
-        ckpt.set_rng_state(state["rng"])
-        torch.manual_seed(self.cfg.seed + self.env.rank + self.epoch)
+        self._restore_rng(state["rng"])
         log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.global_step)
+
+    def _restore_rng(self, states: list[dict[str, Any]]) -> None:
+        """Each rank continues its own random streams (dropout, augmentation); with another
+        number of processes than before, rank 0 continues and the others are reseeded."""
+        if len(states) == self.env.world_size:
+            ckpt.set_rng_state(states[self.env.rank])
+        else:
+            ckpt.set_rng_state(states[0])
+            if self.env.rank > 0:
+                torch.manual_seed(self.cfg.seed + 1000 * self.epoch + self.env.rank)
 
     def load_weights(self, state: dict[str, Any]) -> None:
         """Models, EMA and task state from a loaded checkpoint; mismatches are user errors."""
