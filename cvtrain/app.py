@@ -7,7 +7,6 @@ it saves the resolved config in the run folder and starts that many worker proce
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import sys
@@ -146,30 +145,17 @@ def _evaluate(trainer, task, cfg, run_dir: Path, is_main: bool) -> dict:
 
 
 def _predict(trainer, task, cfg, run_dir: Path) -> list:
-    if not cfg.input:
-        raise UserError("mode=predict needs inputs: add input='photos/*.jpg' (a file, folder or glob).")
-    paths = _expand_inputs(cfg.input)
+    """One record per input; each is printed as `input<TAB>prediction` and saved."""
     task.active = trainer.eval_modules()
     for module in task.active.values():
         module.eval()
-    records = task.predict(paths, run_dir / "images")
+    records = task.predict(run_dir / "images")
     with (run_dir / "predictions.jsonl").open("w") as handle:
         for record in records:
             handle.write(json.dumps(record) + "\n")
     for record in records:
-        print(f"{record['input']}\t{record['label']}\t{record.get('score', '')}")
+        print(f"{record['input']}\t{record['prediction']}")
     return records
-
-
-def _expand_inputs(pattern: str) -> list[Path]:
-    path = Path(pattern)
-    if path.is_dir():
-        found = sorted(p for p in path.iterdir() if p.is_file())
-    else:
-        found = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
-    if not found:
-        raise UserError(f"input='{pattern}' matches no file; pass a file, a folder or a quoted glob like 'photos/*.jpg'.")
-    return found
 
 
 def _summary(trainer, run_dir: Path) -> None:

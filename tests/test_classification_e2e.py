@@ -66,7 +66,7 @@ def test_predict_labels_image_files(trained, tmp_path, capsys):
     assert [r["input"] for r in records] == sorted(str(p) for p in folder.glob("*.png"))
     names = ClassificationTask.__module__ and ["circle", "square", "triangle", "star", "hexagon", "diamond"]
     truth = [names[int(label)] for label in data.labels[:12]]
-    correct = np.mean([r["label"] == t for r, t in zip(records, truth)])
+    correct = np.mean([r["prediction"] == t for r, t in zip(records, truth)])
     assert correct >= 0.5, f"predictions should mostly match the scenes' labels ({correct:.2f})"
     assert all(0 <= r["score"] <= 1 for r in records)
     assert (out / "images" / "predictions.png").is_file()

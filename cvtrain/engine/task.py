@@ -78,8 +78,9 @@ class Task:
         return []
 
     # --- prediction -----------------------------------------------------------
-    def predict(self, inputs: list[Path], out_dir: Path) -> list[dict[str, Any]]:
-        """One record per input file, for mode=predict."""
+    def predict(self, out_dir: Path) -> list[dict[str, Any]]:
+        """mode=predict: one record per input (from `input=` or `prompt=`), each with at
+        least "input" and "prediction" (a string); images go to `out_dir`."""
         raise NotImplementedError
 
     # --- extra state saved with the checkpoint (a vocabulary, class names) -----

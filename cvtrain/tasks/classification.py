@@ -16,7 +16,7 @@ import torch
 from cvtrain.engine.task import Task
 from cvtrain.metrics.classification import ConfusionMatrix, TopKAccuracy, save_confusion_image
 from cvtrain.registry import DATASETS, LOSSES, MODELS, TASKS
-from cvtrain.tasks.images import load_image, normalize, random_hflip
+from cvtrain.tasks.images import expand_inputs, load_image, normalize, random_hflip
 
 
 @TASKS.register("classification")
@@ -87,7 +87,8 @@ class ClassificationTask(Task):
 
     # --- prediction -----------------------------------------------------------
     @torch.inference_mode()
-    def predict(self, inputs: list[Path], out_dir: Path) -> list[dict[str, Any]]:
+    def predict(self, out_dir: Path) -> list[dict[str, Any]]:
+        inputs = expand_inputs(self.cfg.input)
         size, k = self.cfg.dataset.image_size, min(5, len(self.class_names))
         records, shown = [], []
         for start in range(0, len(inputs), 64):
@@ -97,7 +98,7 @@ class ClassificationTask(Task):
             top = probs.topk(k, dim=1)
             for path, image, p, idx in zip(paths, images, top.values.tolist(), top.indices.tolist()):
                 names = [self.class_names[i] for i in idx]
-                records.append({"input": str(path), "label": names[0], "score": p[0], "top": dict(zip(names, p))})
+                records.append({"input": str(path), "prediction": names[0], "score": p[0], "top": dict(zip(names, p))})
                 shown.append((image.cpu(), f"{names[0]} {p[0]:.2f}"))
         if self.cfg.logger.images and shown:
             save_prediction_grid(shown[: self.cfg.logger.max_images], out_dir / "predictions.png")

@@ -45,3 +45,21 @@ def load_image(path: Path, size: int, channels: int) -> torch.Tensor:
     except OSError as error:
         raise UserError(f"cannot read image '{path}' ({error}); pass image files (png, jpg, ...).") from error
     return data.view(size, size, channels).permute(2, 0, 1).contiguous()
+
+
+def expand_inputs(pattern: str | None) -> list[Path]:
+    """The files of `input=` for mode=predict: a file, a folder, or a glob."""
+    import glob
+
+    from cvtrain.errors import UserError
+
+    if not pattern:
+        raise UserError("mode=predict needs inputs: add input='photos/*.jpg' (a file, folder or glob).")
+    path = Path(pattern).expanduser()
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.is_file())
+    else:
+        found = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+    if not found:
+        raise UserError(f"input='{pattern}' matches no file; pass a file, a folder or a quoted glob like 'photos/*.jpg'.")
+    return found
