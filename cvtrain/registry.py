@@ -89,7 +89,10 @@ class Registry:
 
 
 MODELS = Registry("model", ("cvtrain.models",))
-DATASETS = Registry("dataset", ("cvtrain.data.classification", "cvtrain.data.shapes"))
+DATASETS = Registry(
+    "dataset",
+    ("cvtrain.data.classification", "cvtrain.data.shapes", "cvtrain.data.corpora", "cvtrain.data.captions"),
+)
 LOSSES = Registry("loss", ("cvtrain.tasks.losses",))
 METRICS = Registry("metric", ("cvtrain.metrics",))
 TASKS = Registry("task", ("cvtrain.tasks",))

@@ -49,10 +49,16 @@ def test_every_option_of_every_group_composes(group):
         assert cfg[group] is not None
 
 
-def test_every_classification_dataset_is_registered():
+def test_every_dataset_config_is_registered_for_some_task():
     for option in options("dataset"):
         cfg = _compose([f"dataset={option}"])
-        assert DATASETS.entry(cfg.dataset.name, ("classification",)).name == option
+        assert DATASETS.entry(cfg.dataset.name).name == option
+
+
+@pytest.mark.parametrize("task", options("task"))
+def test_every_task_default_dataset_is_registered_for_the_task(task):
+    cfg = _compose([f"task={task}"])
+    assert DATASETS.entry(cfg.dataset.name, (task,)).name == cfg.dataset.name
 
 
 def test_command_line_choices_beat_the_task_defaults():

@@ -54,7 +54,7 @@ class ToyGAN(Task):
         step("generator", loss_g)
         return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach()}
 
-    def start_eval(self):
+    def start_eval(self, split):
         self.samples = []
 
     def eval_step(self, batch):
@@ -116,7 +116,7 @@ def test_accumulated_gradients_equal_one_large_batch(tmp_path):
             step("main", loss)
             return {"loss": loss.detach()}
 
-        def start_eval(self):
+        def start_eval(self, split):
             self.errors = []
 
         def eval_step(self, batch):

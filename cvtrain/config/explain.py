@@ -14,6 +14,10 @@ def explain(error: BaseException) -> str:
         if isinstance(cause, UserError):
             return str(cause)
     for cause in chain:
+        if type(cause).__name__ == "OverrideParseException":
+            override = getattr(cause, "override", "") or str(cause).split(":", 1)[-1].split("^")[0].strip()
+            return (f"cannot parse the override '{override}'; quote a value that has spaces or symbols, "
+                    "e.g. 'prompt=\"Is it? Yes!\"'.")
         line = _explain_omegaconf(cause)
         if line:
             return line

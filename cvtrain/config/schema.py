@@ -62,6 +62,35 @@ class ClassifierModelConfig:
 
 
 @dataclass
+class RecurrentModelConfig:
+    """A recurrent language model, or the decoder of a CNN+RNN captioner."""
+
+    name: str = MISSING  # rnn | gru | lstm
+    family: str = "recurrent"
+    cell: str = "course"  # course: the course's equations; fused: torch.nn.RNN/GRU/LSTM (cuDNN)
+    embed_dim: int = 128
+    hidden_dim: int = 256
+    num_layers: int = 1
+    dropout: float = 0.0
+    encoder: str = "cnn"  # captioning: the image encoder, a classifier model name
+    encoder_weights: Optional[str] = None  # local weights file for the encoder
+    freeze_encoder: bool = False
+    encoder_width: int = 16  # base channels of the small CNN encoder
+    encoder_grid: int = 4  # keep a grid x grid map of image features (where things are)
+
+
+@dataclass
+class DecodeConfig:
+    """How sequences are generated at evaluation and prediction time."""
+
+    beam_size: int = 1  # 1: greedy
+    max_len: int = 20  # tokens generated at most
+    temperature: float = 1.0  # language-model sampling (mode=predict prompt=...)
+    top_k: int = 0  # 0: sample from the whole vocabulary
+    length_penalty: float = 0.0  # beam score = log-prob / length ** length_penalty
+
+
+@dataclass
 class DatasetConfig:
     name: str = MISSING
     root: Optional[str] = None  # folder of a real data set; ShapesWorld needs none
@@ -77,6 +106,12 @@ class DatasetConfig:
     min_objects: int = 1
     max_objects: int = 4
     cache_dir: Optional[str] = None
+    annotations: Optional[str] = None  # COCO-format json (captions) for image-folder data
+    level: str = "word"  # language modeling: word | char
+    seq_len: int = 32  # language modeling: tokens per training window
+    min_freq: int = 1  # vocabulary: drop rarer tokens (they become <unk>)
+    max_vocab: int = 0  # vocabulary: keep at most this many tokens (0: no limit)
+    max_caption_len: int = 24  # captioning: tokens kept per caption
 
 
 @dataclass
@@ -158,11 +193,13 @@ class CvtrainConfig:
     ckpt: Optional[str] = None  # checkpoint for mode=eval|predict
     input: Optional[str] = None  # glob of inputs for mode=predict
     split: str = "test"  # the split mode=eval scores
+    prompt: Optional[str] = None  # language modeling: text to continue in mode=predict
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
     resume: Any = False  # true: continue the latest run of this task and model; or a run folder
     debug: bool = False  # show tracebacks
 
 
-MODEL_SCHEMAS = {"classifier": ClassifierModelConfig}
+MODEL_SCHEMAS = {"classifier": ClassifierModelConfig, "recurrent": RecurrentModelConfig}
 
 
 def register() -> None:

@@ -58,8 +58,8 @@ class Task:
         raise NotImplementedError
 
     # --- evaluation -----------------------------------------------------------
-    def start_eval(self) -> None:
-        """Reset the metrics before an evaluation."""
+    def start_eval(self, split: str) -> None:
+        """Reset the metrics before evaluating `split` (val during training)."""
 
     def eval_step(self, batch: Any) -> None:
         """Predict one batch and feed the metrics."""

@@ -230,13 +230,13 @@ class Trainer:
 
     # --- evaluation -----------------------------------------------------------
     @torch.inference_mode()
-    def evaluate(self, loader, description: str = "eval") -> dict[str, float]:
+    def evaluate(self, loader, description: str = "eval", split: str = "val") -> dict[str, float]:
         """Run the task's metrics over `loader` with the evaluation weights (EMA if kept)."""
         modules = self.eval_modules()
         for module in modules.values():
             module.eval()
         self.task.active = modules
-        self.task.start_eval()
+        self.task.start_eval(split)
         progress = Progress(self.tcfg.progress, self.env.is_main)
         progress.start(description, len(loader))
         for batch in loader:

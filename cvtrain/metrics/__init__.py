@@ -3,4 +3,4 @@
 Importing this package registers every metric in `cvtrain.registry.METRICS`.
 """
 
-from cvtrain.metrics import classification  # noqa: F401  (registers metrics)
+from cvtrain.metrics import classification, language  # noqa: F401  (registers metrics)

@@ -317,3 +317,21 @@ def load_matching(
     if len(matched) < len(wanted):
         log.warning("model.weights: loaded %d of %d %s tensors from %s", len(matched), len(wanted), arch, path)
     return len(matched)
+
+
+def as_encoder(model: Classifier, grid: int = 1) -> tuple[Classifier, int]:
+    """The classifier without its head, and the size of the feature vector it returns:
+    the image encoder of a captioner or a VQA model (a frozen backbone stays frozen).
+
+    `grid` > 1 keeps a grid x grid map of features instead of one global average, so
+    the vector still says where things are (left of, above), which captions need.
+    """
+    features = model.head.in_features
+    model.head = nn.Identity()
+    if grid > 1:
+        pools = [m for m in model.backbone.modules() if isinstance(m, nn.AdaptiveAvgPool2d)]
+        if not pools:
+            raise UserError("this encoder has no global pooling layer to keep a feature grid; use grid=1.")
+        pools[-1].output_size = grid
+        features *= grid * grid
+    return model, features

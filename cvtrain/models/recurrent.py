@@ -26,6 +26,7 @@ fields (`embed_dim`, encoder settings) belong to the models that use these layer
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Union
 
 import torch
@@ -245,9 +246,9 @@ def build_recurrent(
 def _check_sizes(input_size: int, hidden_size: int, num_layers: int, dropout: float) -> None:
     for key, value, example in (("input size", input_size, 32), ("model.hidden_dim", hidden_size, 128),
                                 ("model.num_layers", num_layers, 1)):
-        if isinstance(value, bool) or int(value) != value or value < 1:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise UserError(f"{key}: must be a positive integer, got {value!r}; try {example}.")
-    if not 0.0 <= float(dropout) < 1.0:
+    if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
         raise UserError(f"model.dropout: must be in [0, 1), got {dropout}; try model.dropout=0.2.")
 
 

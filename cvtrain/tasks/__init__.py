@@ -3,4 +3,4 @@
 Importing this package registers every task in `cvtrain.registry.TASKS`.
 """
 
-from cvtrain.tasks import classification  # noqa: F401  (registers the task)
+from cvtrain.tasks import captioning, classification, language_modeling  # noqa: F401  (registers the tasks)

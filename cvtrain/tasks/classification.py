@@ -64,7 +64,7 @@ class ClassificationTask(Task):
         return {"loss": loss.detach()}
 
     # --- evaluation -----------------------------------------------------------
-    def start_eval(self) -> None:
+    def start_eval(self, split: str) -> None:
         n = len(self.class_names)
         self.accuracy = TopKAccuracy(tuple(self.cfg.task.topk), n, self.device)
         self.confusion = ConfusionMatrix(n, self.device)

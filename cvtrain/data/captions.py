@@ -1,0 +1,85 @@
+"""Captioned images: ShapesWorld's five captions per scene, or a COCO captions json.
+
+A builder returns `CaptionedImages`: the raw reference captions of every image (what
+the scorers compare with) and the images themselves, in memory (ShapesWorld) or as
+files read lazily (COCO). The task tokenizes the captions with its vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cvtrain.errors import UserError
+from cvtrain.registry import DATASETS
+
+SPLIT_FRACTIONS = {"train": (0.0, 0.9), "val": (0.9, 0.95), "test": (0.95, 1.0)}
+
+
+@dataclass
+class CaptionedImages:
+    references: list[list[str]]  # the raw captions of each image
+    image_ids: list[int]
+    images: torch.Tensor | None = None  # uint8 (N, C, H, W), when held in memory
+    paths: list[Path] | None = None  # image files, read at dataset.image_size
+
+    def __len__(self) -> int:
+        return len(self.references)
+
+
+@DATASETS.register("shapes", family="captioning")
+def shapes_captions(cfg, split: str) -> CaptionedImages:
+    from cvtrain.data.shapes import load
+
+    data = load(cfg, split)
+    images = torch.from_numpy(data.images).permute(0, 3, 1, 2).contiguous()
+    return CaptionedImages([list(c) for c in data.captions], list(range(len(data))), images=images)
+
+
+@DATASETS.register("coco_captions", family="captioning")
+def coco_captions(cfg, split: str) -> CaptionedImages:
+    """COCO captions format: dataset.annotations (captions_*.json) and dataset.root (its
+    images). One file is split by image into train/val/test (90/5/5 %, seeded)."""
+    annotations = _require_file(cfg.annotations, "dataset.annotations", "a COCO captions json (captions_*.json)")
+    root = Path(str(cfg.root or "")).expanduser()
+    if not cfg.root or not root.is_dir():
+        raise UserError(f"dataset.root: no such folder '{cfg.root}'; pass dataset.root=FOLDER holding the json's images.")
+    images, captions = _read_coco(annotations)
+    ids = sorted(captions)
+    order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+    start, end = SPLIT_FRACTIONS[split]
+    chosen = [ids[i] for i in order[int(start * len(ids)) : int(end * len(ids))]]
+    paths = [root / images[i] for i in chosen]
+    missing = [p for p in paths[:50] if not p.is_file()]
+    if missing:
+        raise UserError(f"dataset.root: image '{missing[0]}' named in {annotations.name} is missing; "
+                        "point dataset.root at the folder of that json's images.")
+    return CaptionedImages([captions[i] for i in chosen], chosen, paths=paths)
+
+
+def _require_file(value, key: str, what: str) -> Path:
+    if not value:
+        raise UserError(f"{key} is required but not set; pass {key}=PATH of {what}.")
+    path = Path(str(value)).expanduser()
+    if not path.is_file():
+        raise UserError(f"{key}: no such file '{path}'; pass {key}=PATH of {what}.")
+    return path
+
+
+def _read_coco(path: Path) -> tuple[dict[int, str], dict[int, list[str]]]:
+    try:
+        data = json.loads(path.read_text())
+        images = {int(im["id"]): im["file_name"] for im in data["images"]}
+        captions: dict[int, list[str]] = {}
+        for ann in data["annotations"]:
+            captions.setdefault(int(ann["image_id"]), []).append(str(ann["caption"]))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise UserError(f"dataset.annotations: '{path}' is not a COCO captions json ({type(error).__name__}: "
+                        f"{error}); it needs images[id, file_name] and annotations[image_id, caption].") from error
+    unknown = set(captions) - set(images)
+    if unknown:
+        raise UserError(f"dataset.annotations: captions refer to image id {min(unknown)} that '{path}' does not list.")
+    return images, captions

@@ -1,0 +1,217 @@
+"""Image captioning: a CNN encoder and an RNN/GRU/LSTM decoder, scored as COCO scores.
+
+Training uses teacher forcing on one of each image's reference captions, drawn anew at
+every step. Evaluation decodes every image (greedy, or beam search with
+decode.beam_size), gathers the captions from all ranks and scores them against all
+references with the COCO caption evaluation's BLEU-1..4, METEOR, ROUGE-L and CIDEr-D.
+`mode=predict input='photos/*.jpg'` prints one caption per image.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+from torch.utils.data import Dataset
+
+from cvtrain.data.captions import CaptionedImages
+from cvtrain.data.memory import InMemoryDataset
+from cvtrain.data.text import Vocabulary, detokenize, tokenize
+from cvtrain.engine.distributed import broadcast_object, gather_objects
+from cvtrain.engine.task import Task
+from cvtrain.models.captioner import Captioner
+from cvtrain.models.classifiers import as_encoder
+from cvtrain.models.decoding import beam_search, greedy
+from cvtrain.registry import DATASETS, MODELS, TASKS
+from cvtrain.tasks.images import expand_inputs, load_image, normalize
+
+REFERENCES_PER_IMAGE = 5
+
+
+@TASKS.register("captioning")
+class CaptioningTask(Task):
+    name = "captioning"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.vocab: Vocabulary | None = None
+        self._data: dict[str, CaptionedImages] = {}
+        self._eval_split = "val"
+
+    # --- data -----------------------------------------------------------------
+    def captioned(self, split: str) -> CaptionedImages:
+        if split not in self._data:
+            builder = DATASETS.get(self.cfg.dataset.name, families=("captioning",))
+            self._data[split] = builder(self.cfg.dataset, split)
+        return self._data[split]
+
+    def _vocabulary(self) -> Vocabulary:
+        if self.vocab is None:
+            lines = [tokenize(c) for refs in self.captioned("train").references for c in refs]
+            dcfg = self.cfg.dataset
+            self.vocab = Vocabulary.build(lines, min_freq=dcfg.min_freq, max_size=dcfg.max_vocab or None)
+        return self.vocab
+
+    def _encode_references(self, data: CaptionedImages) -> torch.Tensor:
+        """(N, 5, L) token ids: <bos> caption <eos> <pad>...; images with fewer than five
+        captions repeat theirs, so every row has five to draw from."""
+        vocab, length = self._vocabulary(), self.cfg.dataset.max_caption_len + 2
+        out = torch.full((len(data), REFERENCES_PER_IMAGE, length), vocab.PAD, dtype=torch.long)
+        for i, refs in enumerate(data.references):
+            for j in range(REFERENCES_PER_IMAGE):
+                ids = vocab.encode(tokenize(refs[j % len(refs)])[: length - 2], add_bos=True, add_eos=True)
+                out[i, j, : len(ids)] = torch.tensor(ids)
+        return out
+
+    def build_dataset(self, split: str) -> Dataset:
+        data = self.captioned(split)
+        captions = self._encode_references(data)
+        index = torch.arange(len(data))
+        if data.images is not None:
+            return InMemoryDataset({"image": data.images, "captions": captions, "index": index})
+        return _ImageFiles(data.paths, captions, self.cfg.dataset.image_size)
+
+    # --- model ----------------------------------------------------------------
+    def build_models(self) -> dict[str, nn.Module]:
+        mcfg = self.cfg.model
+        encoder_cfg = OmegaConf.create({
+            "name": mcfg.encoder, "family": "classifier", "weights": mcfg.encoder_weights,
+            "freeze_backbone": mcfg.freeze_encoder, "dropout": 0.0, "width": mcfg.encoder_width,
+        })
+        classifier = MODELS.get(mcfg.encoder, families=("classifier",))(encoder_cfg, num_classes=1, in_channels=3)
+        encoder, features = as_encoder(classifier, grid=mcfg.encoder_grid)
+        core = MODELS.get(mcfg.name, families=tuple(self.cfg.task.families))(mcfg, input_size=2 * mcfg.embed_dim)
+        model = Captioner(encoder, features, len(self._vocabulary()), mcfg.embed_dim, core, mcfg.hidden_dim,
+                          mcfg.num_layers, lstm=mcfg.name == "lstm", dropout=mcfg.dropout)
+        return {"model": model}
+
+    # --- training -------------------------------------------------------------
+    def train_step(self, batch, step):
+        captions = batch["captions"]
+        pick = torch.randint(captions.shape[1], (captions.shape[0],), device=captions.device)
+        tokens = captions[torch.arange(captions.shape[0], device=captions.device), pick]
+        logits = self.model(normalize(batch["image"]), tokens[:, :-1])
+        loss = nn.functional.cross_entropy(
+            logits.float().flatten(0, 1), tokens[:, 1:].flatten(), ignore_index=self._vocabulary().PAD
+        )
+        step("main", loss)
+        return {"loss": loss.detach()}
+
+    # --- evaluation -----------------------------------------------------------
+    def generate(self, images: torch.Tensor) -> list[str]:
+        """Captions for uint8 images, by greedy or beam search (decode.beam_size)."""
+        vocab, dcfg = self._vocabulary(), self.cfg.decode
+        state = self.model.init_state(normalize(images))
+        args = dict(bos=vocab.BOS, eos=vocab.EOS, max_len=dcfg.max_len, state_batch_dim=1)
+        if dcfg.beam_size > 1:
+            ids = beam_search(self.model.step, state, beam_size=dcfg.beam_size,
+                              length_penalty=dcfg.length_penalty, **args)
+        else:
+            ids = greedy(self.model.step, state, **args)
+        return [detokenize(vocab.decode(row.tolist()), "word") for row in ids]
+
+    def start_eval(self, split: str) -> None:
+        self._eval_split = split
+        self._generated: dict[int, str] = {}
+        self._shown: list[tuple[torch.Tensor, str, str]] = []
+
+    def eval_step(self, batch) -> None:
+        captions = self.generate(batch["image"])
+        for index, caption in zip(batch["index"].tolist(), captions):
+            self._generated[index] = caption
+        if len(self._shown) < self.cfg.logger.max_images:
+            self._shown.extend(zip(batch["image"].cpu(), captions, batch["index"].tolist()))
+
+    def finish_eval(self) -> dict[str, float]:
+        from cvtrain.metrics.captioning import score_captions
+
+        generated: dict[int, str] = {}
+        for part in gather_objects(self._generated):
+            generated.update(part)
+        scores = None
+        if self._is_main():
+            refs = self._eval_references()
+            scores = score_captions({i: refs[i] for i in generated}, {i: [c] for i, c in generated.items()})
+        return broadcast_object(scores)
+
+    def _eval_references(self) -> list[list[str]]:
+        return self.captioned(self._eval_split).references
+
+    def _is_main(self) -> bool:
+        import torch.distributed as dist
+
+        return not dist.is_initialized() or dist.get_rank() == 0
+
+    def save_outputs(self, out_dir: Path, tag: str) -> list[Path]:
+        refs = self._eval_references()
+        items = [(image, f"{caption}\n(ref: {refs[index][0]})") for image, caption, index in self._shown]
+        return [save_caption_grid(items[: self.cfg.logger.max_images], out_dir / "captions.png")]
+
+    # --- prediction -----------------------------------------------------------
+    @torch.inference_mode()
+    def predict(self, out_dir: Path) -> list[dict[str, Any]]:
+        paths = expand_inputs(self.cfg.input)
+        size, records, shown = self.cfg.dataset.image_size, [], []
+        for start in range(0, len(paths), 64):
+            chunk = paths[start : start + 64]
+            images = torch.stack([load_image(p, size, 3) for p in chunk]).to(self.device)
+            for path, image, caption in zip(chunk, images, self.generate(images)):
+                records.append({"input": str(path), "prediction": caption})
+                shown.append((image.cpu(), caption))
+        if self.cfg.logger.images:
+            save_caption_grid(shown[: self.cfg.logger.max_images], out_dir / "captions.png")
+        return records
+
+    # --- checkpoint state -----------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"vocab": self._vocabulary().to_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            self.vocab = Vocabulary.from_dict(state["vocab"])
+
+
+class _ImageFiles(Dataset):
+    """Images read from files at `size` pixels, with their encoded captions."""
+
+    def __init__(self, paths: list[Path], captions: torch.Tensor, size: int):
+        self.paths, self.captions, self.size = paths, captions, size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"image": load_image(self.paths[i], self.size, 3), "captions": self.captions[i], "index": torch.tensor(i)}
+
+
+def save_caption_grid(items: list[tuple[torch.Tensor, str]], path: Path) -> Path:
+    """Images with their captions under them, four per row, as a PNG."""
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(4, max(1, len(items)))
+    rows = max(1, math.ceil(len(items) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.4 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (image, caption) in zip(axes.flat, items):
+        ax.imshow(image.permute(1, 2, 0).numpy())
+        ax.set_title(_wrap(caption, 34), fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _wrap(text: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.fill(line, width) for line in text.split("\n"))
