@@ -120,6 +120,8 @@ def _is_user_error(error: BaseException) -> bool:
         kinds += [HydraException, OmegaConfBaseException]
     except ImportError:
         pass
+    if isinstance(error, ValueError) and _raised_by_hydra(error):
+        return True  # Hydra's own flag checks, e.g. --cfg together with -m
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
@@ -127,3 +129,10 @@ def _is_user_error(error: BaseException) -> bool:
             return True
         error = error.__cause__ or error.__context__
     return False
+
+
+def _raised_by_hydra(error: BaseException) -> bool:
+    frame = error.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame is not None and f"{os.sep}hydra{os.sep}" in frame.tb_frame.f_code.co_filename

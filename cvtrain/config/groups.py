@@ -43,3 +43,20 @@ def model_family(option: str) -> str:
         if stripped.startswith("- _"):
             return stripped[3:].strip()
     return ""
+
+
+def task_families(task: str) -> list[str]:
+    """The model families a task file accepts (its `task.families`)."""
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.load(CONF_DIR / "task" / f"{task}.yaml")
+    return list(OmegaConf.select(node, "task.families", default=[]) or [])
+
+
+def default_choice(group: str) -> str:
+    """The option config.yaml picks for `group` when the command line does not."""
+    for line in (CONF_DIR / "config.yaml").read_text().splitlines():
+        stripped = line.strip()
+        if stripped.startswith(f"- {group}:"):
+            return stripped.split(":", 1)[1].split("#")[0].strip()
+    return ""

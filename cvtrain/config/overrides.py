@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 import re
 
-from cvtrain.config.groups import GROUPS, options
+from cvtrain.config.groups import GROUPS, default_choice, model_family, options, task_families
 from cvtrain.errors import UserError, unknown_choice
 
 _GROUP_CHOICE = re.compile(r"^(?P<op>[+~]{0,2})(?P<key>[\w/]+)(@[\w.]+)?=(?P<value>.*)$")
@@ -24,22 +24,39 @@ _PLUGIN_LAUNCHERS = {
 
 def check_overrides(overrides: list[str]) -> None:
     """Raise a `UserError` for a group choice that names no option."""
+    chosen: dict[str, list[str]] = {}
     for override in overrides:
         match = _GROUP_CHOICE.match(override)
         if not match:
             continue
         key, value = match["key"], match["value"]
         if key in GROUPS:
-            _check_choices(key, value)
+            chosen[key] = _check_choices(key, value)
         elif key == "hydra/launcher":
             _check_launcher(value)
+    _check_task_accepts_model(chosen)
 
 
-def _check_choices(group: str, value: str) -> None:
+def _check_task_accepts_model(chosen: dict[str, list[str]]) -> None:
+    """`task=captioning model=resnet18` is refused before its config is even composed."""
+    for task in chosen.get("task") or [default_choice("task")]:
+        families = task_families(task)
+        for model in chosen.get("model", []):
+            if families and model_family(model) not in families:
+                fits = [m for m in options("model") if model_family(m) in families]
+                raise UserError(
+                    f"task={task} cannot train model={model} (a {model_family(model)} model); "
+                    f"pick one of: {', '.join(fits)}."
+                )
+
+
+def _check_choices(group: str, value: str) -> list[str]:
     valid = options(group)
-    for choice in _sweep_values(value):
+    choices = _sweep_values(value)
+    for choice in choices:
         if choice not in valid:
             raise unknown_choice(group, choice, valid, f"Pick one with {group}=NAME.")
+    return choices
 
 
 def _sweep_values(value: str) -> list[str]:
