@@ -26,6 +26,7 @@ from cvtrain.models.captioner import Captioner
 from cvtrain.models.classifiers import as_encoder
 from cvtrain.models.decoding import beam_search, greedy
 from cvtrain.registry import DATASETS, MODELS, TASKS
+from cvtrain.tasks.figures import save_image_grid
 from cvtrain.tasks.images import expand_inputs, load_image, normalize
 
 REFERENCES_PER_IMAGE = 5
@@ -148,7 +149,7 @@ class CaptioningTask(Task):
     def save_outputs(self, out_dir: Path, tag: str) -> list[Path]:
         refs = self._eval_references()
         items = [(image, f"{caption}\n(ref: {refs[index][0]})") for image, caption, index in self._shown]
-        return [save_caption_grid(items[: self.cfg.logger.max_images], out_dir / "captions.png")]
+        return [save_image_grid(items[: self.cfg.logger.max_images], out_dir / "captions.png", cols=4, wrap=34)]
 
     # --- prediction -----------------------------------------------------------
     @torch.inference_mode()
@@ -162,7 +163,7 @@ class CaptioningTask(Task):
                 records.append({"input": str(path), "prediction": caption})
                 shown.append((image.cpu(), caption))
         if self.cfg.logger.images:
-            save_caption_grid(shown[: self.cfg.logger.max_images], out_dir / "captions.png")
+            save_image_grid(shown[: self.cfg.logger.max_images], out_dir / "captions.png", cols=4, wrap=34)
         return records
 
     # --- checkpoint state -----------------------------------------------------
@@ -186,32 +187,3 @@ class _ImageFiles(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {"image": load_image(self.paths[i], self.size, 3), "captions": self.captions[i], "index": torch.tensor(i)}
 
-
-def save_caption_grid(items: list[tuple[torch.Tensor, str]], path: Path) -> Path:
-    """Images with their captions under them, four per row, as a PNG."""
-    import math
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cols = min(4, max(1, len(items)))
-    rows = max(1, math.ceil(len(items) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.4 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, (image, caption) in zip(axes.flat, items):
-        ax.imshow(image.permute(1, 2, 0).numpy())
-        ax.set_title(_wrap(caption, 34), fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def _wrap(text: str, width: int) -> str:
-    import textwrap
-
-    return "\n".join(textwrap.fill(line, width) for line in text.split("\n"))

@@ -16,6 +16,7 @@ import torch
 from cvtrain.engine.task import Task
 from cvtrain.metrics.classification import ConfusionMatrix, TopKAccuracy, save_confusion_image
 from cvtrain.registry import DATASETS, LOSSES, MODELS, TASKS
+from cvtrain.tasks.figures import save_image_grid
 from cvtrain.tasks.images import expand_inputs, load_image, normalize, random_hflip
 
 
@@ -101,7 +102,7 @@ class ClassificationTask(Task):
                 records.append({"input": str(path), "prediction": names[0], "score": p[0], "top": dict(zip(names, p))})
                 shown.append((image.cpu(), f"{names[0]} {p[0]:.2f}"))
         if self.cfg.logger.images and shown:
-            save_prediction_grid(shown[: self.cfg.logger.max_images], out_dir / "predictions.png")
+            save_image_grid(shown[: self.cfg.logger.max_images], out_dir / "predictions.png")
         return records
 
     # --- checkpoint state -----------------------------------------------------
@@ -112,27 +113,3 @@ class ClassificationTask(Task):
         if state:
             self._meta = {"class_names": list(state["class_names"]), "in_channels": int(state["in_channels"])}
 
-
-def save_prediction_grid(items: list[tuple[torch.Tensor, str]], path: Path) -> Path:
-    """Images with their predicted label, in a grid, as a PNG."""
-    import math
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cols = min(8, len(items))
-    rows = math.ceil(len(items) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.8 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, (image, caption) in zip(axes.flat, items):
-        array = image.permute(1, 2, 0).numpy()
-        ax.imshow(array.squeeze(-1) if array.shape[-1] == 1 else array, cmap="gray" if array.shape[-1] == 1 else None)
-        ax.set_title(caption, fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path

@@ -177,14 +177,21 @@ def _fallback_captions(scene: Scene) -> list[str]:
 
 
 def captions(scene: Scene, rng: np.random.Generator) -> list[str]:
-    """Five distinct true captions of the scene."""
+    """Five distinct true captions of the scene: one of each kind first (relation,
+    listing, background, counts, largest), as five annotators who each describe the
+    scene their own way; a kind that does not apply (a relation needs two shapes) is
+    replaced by another sentence of a random kind."""
     found: list[str] = []
+    for template in CAPTION_TEMPLATES:
+        text = template(scene, rng)
+        if text and text not in found:
+            found.append(text)
     for _ in range(60):
+        if len(found) == NUM_CAPTIONS:
+            return found
         text = choose(rng, CAPTION_TEMPLATES)(scene, rng)
         if text and text not in found:
             found.append(text)
-            if len(found) == NUM_CAPTIONS:
-                return found
     found += [t for t in _fallback_captions(scene) if t not in found]
     return found[:NUM_CAPTIONS]
 
