@@ -1,6 +1,6 @@
 """Scorers: thin, tested adapters over the reference definitions of each metric.
 
-Importing this package registers every metric in `cvtrain.registry.METRICS`.
+The registered metric modules are imported by `cvtrain.registry.METRICS` when it is
+first used; this package imports nothing itself, so the caption scorers (no torch)
+start fast in `cvtrain-score`.
 """
-
-from cvtrain.metrics import classification, language  # noqa: F401  (registers metrics)

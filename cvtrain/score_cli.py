@@ -1,0 +1,86 @@
+"""`cvtrain-score`: score a results file against its annotations, as the reference tools do.
+
+    cvtrain-score captions --gt captions_val2014.json --results results.json [--json]
+                           [--no-meteor] [--tokenizer python|java]
+
+One subcommand per task (`captions` now; `detection` can join it), each importing its
+scorers only when it runs, so `--help` and argument errors answer at once. A mistake
+the user can fix (a missing file, bad JSON, ids that do not match) is one line on
+stderr and exit status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from cvtrain.errors import UserError
+
+CAPTION_LABELS = {
+    "bleu1": "BLEU-1",
+    "bleu2": "BLEU-2",
+    "bleu3": "BLEU-3",
+    "bleu4": "BLEU-4",
+    "meteor": "METEOR",
+    "rouge_l": "ROUGE-L",
+    "cider": "CIDEr-D",
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of `cvtrain-score`."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.command(args)
+    except UserError as error:
+        print(f"cvtrain-score: error: {error}", file=sys.stderr)
+        sys.exit(UserError.exit_code)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cvtrain-score", description="Score results files with the reference definitions of each metric."
+    )
+    tasks = parser.add_subparsers(title="tasks", metavar="TASK", required=True)
+    captions = tasks.add_parser(
+        "captions",
+        help="BLEU-1..4, METEOR, ROUGE-L, CIDEr-D as the COCO caption evaluation computes them",
+        description="Score COCO-format caption results (a JSON list of {image_id, caption}) against COCO "
+        "caption annotations, as pycocoevalcap does: PTB tokenization, then BLEU-1..4, METEOR 1.5 (needs "
+        "Java), ROUGE-L and CIDEr-D over the images that have a result.",
+    )
+    captions.add_argument("--gt", required=True, metavar="ANNOTATIONS.json", help="COCO caption annotations")
+    captions.add_argument("--results", required=True, metavar="RESULTS.json", help="[{image_id, caption}, ...]")
+    captions.add_argument("--json", action="store_true", help="print the scores as one JSON object")
+    captions.add_argument("--no-meteor", action="store_true", help="skip METEOR (no Java start-up)")
+    captions.add_argument(
+        "--tokenizer",
+        choices=("python", "java"),
+        default="python",
+        help="PTB tokenizer: this package's Python port (default) or Stanford's jar from pycocoevalcap",
+    )
+    captions.set_defaults(command=score_captions_command)
+    return parser
+
+
+def score_captions_command(args: argparse.Namespace) -> None:
+    from cvtrain.metrics.captioning import load_coco_files, score_captions
+
+    data = load_coco_files(args.gt, args.results)
+    if len(data.gts) < data.annotated_images:
+        print(
+            f"note: scoring the {len(data.gts)} images that have a result, of {data.annotated_images} annotated",
+            file=sys.stderr,
+        )
+    scores = score_captions(data.gts, data.res, meteor=not args.no_meteor, tokenizer=args.tokenizer)
+    if args.json:
+        print(json.dumps(scores))
+        return
+    print(f"{'images':10s} {len(data.gts)}")
+    for key, value in scores.items():
+        print(f"{CAPTION_LABELS.get(key, key):10s} {value:.6f}")
+
+
+if __name__ == "__main__":
+    main()
