@@ -77,6 +77,7 @@ class RecurrentModelConfig:
     freeze_encoder: bool = False
     encoder_width: int = 16  # base channels of the small CNN encoder
     encoder_grid: int = 4  # keep a grid x grid map of image features (where things are)
+    attention: bool = False  # captioning: attend over the grid at every step (Show, Attend and Tell)
 
 
 @dataclass

@@ -56,3 +56,64 @@ class Captioner(nn.Module):
         core_state, context = state
         outputs, core_state = self.core(self._inputs(tokens.unsqueeze(1), context), core_state)
         return self.head(outputs[:, -1]).float().log_softmax(dim=-1), (core_state, context)
+
+
+class AttentionCaptioner(nn.Module):
+    """Show, Attend and Tell: at every step the decoder looks at a weighted mix of the
+    encoder's grid cells, weighted by how well each cell matches its current state.
+
+    The regions are kept as (R, B, C), batch on dim 1 like the recurrent state, so beam
+    search can reorder them together with it.
+    """
+
+    def __init__(self, encoder: nn.Module, features: int, grid: int, vocab_size: int, embed_dim: int,
+                 core: nn.Module, hidden_dim: int, num_layers: int, lstm: bool, dropout: float = 0.0):
+        """`core` reads inputs of size 2 * embed_dim: a word embedding and the attended context."""
+        super().__init__()
+        self.encoder, self.cells = encoder, grid * grid
+        channels = features // self.cells
+        self.region = nn.Linear(channels, embed_dim)
+        self.init_h = nn.Linear(embed_dim, num_layers * hidden_dim)
+        self.init_c = nn.Linear(embed_dim, num_layers * hidden_dim) if lstm else None
+        self.query = nn.Linear(hidden_dim, embed_dim)
+        self.score = nn.Linear(embed_dim, 1)
+        self.embed = nn.Embedding(vocab_size, embed_dim)
+        self.core, self.dropout = core, nn.Dropout(dropout)
+        self.head = nn.Linear(hidden_dim + embed_dim, vocab_size)
+        self.num_layers, self.hidden_dim = num_layers, hidden_dim
+
+    def init_state(self, images: torch.Tensor) -> Any:
+        batch = images.shape[0]
+        grid = self.encoder(images).view(batch, -1, self.cells).transpose(1, 2)  # (B, R, C)
+        regions = torch.relu(self.region(grid))  # (B, R, E)
+        mean = regions.mean(dim=1)
+        shape = (batch, self.num_layers, self.hidden_dim)
+        h = torch.tanh(self.init_h(mean)).view(shape).transpose(0, 1).contiguous()
+        core_state = h if self.init_c is None else (h, self.init_c(mean).view(shape).transpose(0, 1).contiguous())
+        return core_state, regions.transpose(0, 1).contiguous()
+
+    def _attend(self, core_state: Any, regions: torch.Tensor) -> torch.Tensor:
+        h = core_state[0] if isinstance(core_state, tuple) else core_state
+        query = self.query(h[-1]).unsqueeze(0)  # (1, B, E)
+        weights = self.score(torch.tanh(regions + query)).softmax(dim=0)  # (R, B, 1)
+        return (weights * regions).sum(dim=0)  # (B, E)
+
+    def _step_logits(self, tokens: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        core_state, regions = state
+        context = self._attend(core_state, regions)
+        inputs = torch.cat([self.embed(tokens), context], dim=-1).unsqueeze(1)
+        outputs, core_state = self.core(self.dropout(inputs), core_state)
+        logits = self.head(self.dropout(torch.cat([outputs[:, -1], context], dim=-1)))
+        return logits, (core_state, regions)
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, V), one step at a time: each step attends with the state it reached."""
+        state, steps = self.init_state(images), []
+        for t in range(tokens.shape[1]):
+            logits, state = self._step_logits(tokens[:, t], state)
+            steps.append(logits)
+        return torch.stack(steps, dim=1)
+
+    def step(self, tokens: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        logits, state = self._step_logits(tokens, state)
+        return logits.float().log_softmax(dim=-1), state

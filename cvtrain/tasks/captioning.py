@@ -22,7 +22,7 @@ from cvtrain.data.memory import InMemoryDataset
 from cvtrain.data.text import Vocabulary, detokenize, tokenize
 from cvtrain.engine.distributed import broadcast_object, gather_objects
 from cvtrain.engine.task import Task
-from cvtrain.models.captioner import Captioner
+from cvtrain.models.captioner import AttentionCaptioner, Captioner
 from cvtrain.models.classifiers import as_encoder
 from cvtrain.models.decoding import beam_search, greedy
 from cvtrain.registry import DATASETS, MODELS, TASKS
@@ -85,8 +85,11 @@ class CaptioningTask(Task):
         classifier = MODELS.get(mcfg.encoder, families=("classifier",))(encoder_cfg, num_classes=1, in_channels=3)
         encoder, features = as_encoder(classifier, grid=mcfg.encoder_grid)
         core = MODELS.get(mcfg.name, families=tuple(self.cfg.task.families))(mcfg, input_size=2 * mcfg.embed_dim)
-        model = Captioner(encoder, features, len(self._vocabulary()), mcfg.embed_dim, core, mcfg.hidden_dim,
-                          mcfg.num_layers, lstm=mcfg.name == "lstm", dropout=mcfg.dropout)
+        args = (len(self._vocabulary()), mcfg.embed_dim, core, mcfg.hidden_dim, mcfg.num_layers, mcfg.name == "lstm")
+        if mcfg.attention:
+            model = AttentionCaptioner(encoder, features, mcfg.encoder_grid, *args, dropout=mcfg.dropout)
+        else:
+            model = Captioner(encoder, features, *args, dropout=mcfg.dropout)
         return {"model": model}
 
     # --- training -------------------------------------------------------------
