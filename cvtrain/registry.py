@@ -94,5 +94,5 @@ DATASETS = Registry(
     ("cvtrain.data.classification", "cvtrain.data.shapes", "cvtrain.data.corpora", "cvtrain.data.captions"),
 )
 LOSSES = Registry("loss", ("cvtrain.tasks.losses",))
-METRICS = Registry("metric", ("cvtrain.metrics.classification", "cvtrain.metrics.language"))
+METRICS = Registry("metric", ("cvtrain.metrics.classification", "cvtrain.metrics.language", "cvtrain.metrics.segmentation"))
 TASKS = Registry("task", ("cvtrain.tasks",))

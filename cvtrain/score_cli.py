@@ -2,11 +2,13 @@
 
     cvtrain-score captions --gt captions_val2014.json --results results.json [--json]
                            [--no-meteor] [--tokenizer python|java]
+    cvtrain-score detection --gt instances_val2017.json --results results.json [--json]
+                            [--iou-type bbox|segm] [--backend pycocotools|faster_coco_eval]
+                            [--pr-curve pr.png]
 
-One subcommand per task (`captions` now; `detection` can join it), each importing its
-scorers only when it runs, so `--help` and argument errors answer at once. A mistake
-the user can fix (a missing file, bad JSON, ids that do not match) is one line on
-stderr and exit status 2, without a traceback.
+One subcommand per task, each importing its scorers only when it runs, so `--help` and
+argument errors answer at once. A mistake the user can fix (a missing file, bad JSON,
+ids that do not match) is one line on stderr and exit status 2, without a traceback.
 """
 
 from __future__ import annotations
@@ -61,7 +63,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="PTB tokenizer: this package's Python port (default) or Stanford's jar from pycocoevalcap",
     )
     captions.set_defaults(command=score_captions_command)
+    add_detection_parser(tasks)
     return parser
+
+
+def add_detection_parser(tasks) -> None:
+    detection = tasks.add_parser(
+        "detection",
+        help="COCO AP / AR (the 12 COCOeval stats) of boxes or masks",
+        description="Score COCO-format detection results (a JSON list of {image_id, category_id, bbox or "
+        "segmentation, score}) against COCO instance annotations with COCOeval: AP at IoU .50:.95, .50, "
+        ".75, AP small/medium/large, AR at 1/10/100 detections, AR small/medium/large.",
+    )
+    detection.add_argument("--gt", required=True, metavar="ANNOTATIONS.json", help="COCO instance annotations")
+    detection.add_argument("--results", required=True, metavar="RESULTS.json", help="COCO-format detections")
+    detection.add_argument("--iou-type", choices=("bbox", "segm"), default="bbox", help="boxes (default) or masks")
+    detection.add_argument(
+        "--backend",
+        choices=("pycocotools", "faster_coco_eval"),
+        default="pycocotools",
+        help="the reference COCOeval (default) or faster-coco-eval's C++ port (same numbers, faster)",
+    )
+    detection.add_argument("--json", action="store_true", help="print the stats as one JSON object")
+    detection.add_argument("--pr-curve", metavar="FILE.png", help="also save the IoU=0.50 precision-recall curve")
+    detection.set_defaults(command=score_detection_command)
 
 
 def score_captions_command(args: argparse.Namespace) -> None:
@@ -80,6 +105,20 @@ def score_captions_command(args: argparse.Namespace) -> None:
     print(f"{'images':10s} {len(data.gts)}")
     for key, value in scores.items():
         print(f"{CAPTION_LABELS.get(key, key):10s} {value:.6f}")
+
+
+def score_detection_command(args: argparse.Namespace) -> None:
+    from cvtrain.metrics.detection import STAT_LABELS, coco_evaluation, save_pr_curve
+
+    evaluation = coco_evaluation(args.gt, args.results, args.iou_type, args.backend)
+    if args.pr_curve:
+        recall, precision = evaluation.pr_curve(0.5)
+        save_pr_curve(recall, precision, args.pr_curve, label="IoU=0.50", title=f"{args.iou_type} precision-recall")
+    if args.json:
+        print(json.dumps(evaluation.stats))
+        return
+    for key, value in evaluation.stats.items():
+        print(f"{key:11s} {value:.6f}  {STAT_LABELS[key]}")
 
 
 if __name__ == "__main__":
