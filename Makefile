@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 train: install
-	$(BIN)/cvtrain task=classification
+	$(BIN)/cvtrain task=captioning model=gru
 
 test: install
 	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)

@@ -10,7 +10,7 @@ from conftest import cli_in_process, read_jsonl
 from cvtrain.engine import checkpoint
 from cvtrain.errors import UserError
 
-SMALL = ["task=captioning", "dataset.num_train=256", "dataset.num_val=64", "dataset.num_test=64",
+SMALL = ["task=captioning", "dataset.num_train=256", "dataset.num_val=64", "dataset.num_test=64", "trainer.val_every=1",
          "trainer.epochs=1", "trainer.progress=none", "model.hidden_dim=64", "model.embed_dim=32",
          "decode.beam_size=1", "decode.max_len=12"]
 SCORES = {"bleu1", "bleu2", "bleu3", "bleu4", "rouge_l", "cider"}
@@ -105,3 +105,12 @@ def test_coco_captions_errors_name_the_file(tmp_path):
     bad.write_text('{"images": []}')
     with pytest.raises(UserError, match="is not a COCO captions json"):
         coco_captions(OmegaConf.create({"root": str(folder), "annotations": str(bad), "seed": 0}), "train")
+
+
+@pytest.mark.parametrize("model", ["rnn", "lstm"])
+def test_rnn_and_lstm_decoders_train_and_score(model, tmp_path):
+    run = tmp_path / model
+    cli_in_process([*SMALL, f"model={model}", "dataset.num_train=128", f"hydra.run.dir={run}"])
+    record = read_jsonl(run / "metrics.jsonl")[-1]
+    assert SCORES <= set(record)
+    assert checkpoint.load(run / "checkpoints" / "last.pt")["config"]["model"]["name"] == model
