@@ -59,3 +59,28 @@ def compose_cfg(overrides: list[str]):
     register_resolvers()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
         return compose(config_name="config", overrides=overrides)
+
+
+def run_gloo_ranks(worker, tmp_path: Path, world: int = 2, timeout: float = 90) -> list[dict]:
+    """Run `worker(rank, port, out_path)` in `world` spawned processes (a gloo group on
+    127.0.0.1) and return what each rank wrote to its out_path as JSON."""
+    import multiprocessing
+
+    from cvtrain.engine.distributed import free_port
+
+    ctx = multiprocessing.get_context("spawn")
+    port = free_port()
+    outs = [tmp_path / f"rank{r}.json" for r in range(world)]
+    procs = [ctx.Process(target=worker, args=(r, port, str(outs[r])), daemon=True) for r in range(world)]
+    for proc in procs:
+        proc.start()
+    try:
+        for proc in procs:
+            proc.join(timeout=timeout)
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+    assert [p.exitcode for p in procs] == [0] * world, "a rank failed or hung (see its output above)"
+    return [json.loads(out.read_text()) for out in outs]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import warnings
 from datetime import timedelta
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import run_gloo_ranks
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, top_k_accuracy_score
 
 from cvtrain.metrics.classification import ConfusionMatrix, TopKAccuracy
@@ -213,23 +213,7 @@ def _rank_worker(rank: int, port: int, out: str) -> None:
 
 
 def test_metric_state_reduced_over_two_gloo_ranks_equals_the_single_process_score(tmp_path):
-    from cvtrain.engine.distributed import free_port
-
-    ctx = multiprocessing.get_context("spawn")
-    port = free_port()
-    outs = [tmp_path / f"rank{r}.json" for r in range(2)]
-    procs = [ctx.Process(target=_rank_worker, args=(r, port, str(outs[r])), daemon=True) for r in range(2)]
-    for proc in procs:
-        proc.start()
-    try:
-        for proc in procs:
-            proc.join(timeout=90)
-    finally:
-        for proc in procs:
-            if proc.is_alive():
-                proc.kill()
-                proc.join(5)
-    assert [p.exitcode for p in procs] == [0, 0], "a rank failed or hung (see its output above)"
+    results = run_gloo_ranks(_rank_worker, tmp_path)
 
     union = [b for shard in _shards() for b in shard]
     logits, labels = _concat(union)
@@ -241,8 +225,7 @@ def test_metric_state_reduced_over_two_gloo_ranks_equals_the_single_process_scor
     assert single["acc1"] == pytest.approx(_sklearn_topk(logits, labels, 1), abs=1e-12)
     assert single["acc5"] == pytest.approx(_sklearn_topk(logits, labels, 5), abs=1e-12)
 
-    for rank, out in enumerate(outs):
-        result = json.loads(out.read_text())
+    for rank, result in enumerate(results):
         for key in ("acc1", "acc5", "balanced_acc"):
             assert result[key] == pytest.approx(single[key], abs=1e-12), (rank, key)
         np.testing.assert_array_equal(np.array(result["matrix"]), single_conf.matrix().numpy())

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing
 from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_gloo_ranks
 
 from cvtrain.errors import UserError
 from cvtrain.metrics.segmentation import SegmentationIoU
@@ -178,29 +178,12 @@ def _rank_worker(rank: int, port: int, out: str) -> None:
 
 
 def test_reduced_over_two_gloo_ranks_equals_the_single_process_score(tmp_path):
-    from cvtrain.engine.distributed import free_port
-
-    ctx = multiprocessing.get_context("spawn")
-    port = free_port()
-    outs = [tmp_path / f"rank{r}.json" for r in range(2)]
-    procs = [ctx.Process(target=_rank_worker, args=(r, port, str(outs[r])), daemon=True) for r in range(2)]
-    for proc in procs:
-        proc.start()
-    try:
-        for proc in procs:
-            proc.join(timeout=90)
-    finally:
-        for proc in procs:
-            if proc.is_alive():
-                proc.kill()
-                proc.join(5)
-    assert [p.exitcode for p in procs] == [0, 0], "a rank failed or hung (see its output above)"
+    results = run_gloo_ranks(_rank_worker, tmp_path)
 
     union = [b for shard in _shards() for b in shard]
     single = run_metric(union, NUM_CLASSES)
     assert_scores_equal(single.compute(), direct_scores(union, NUM_CLASSES))
-    for rank, out in enumerate(outs):
-        result = json.loads(out.read_text())
+    for rank, result in enumerate(results):
         assert_scores_equal(result["scores"], single.compute())
         np.testing.assert_array_equal(np.array(result["matrix"]), single.matrix().numpy())
         local = sum(int(np.sum(t != IGNORE)) for _, t in _shards()[rank])

@@ -8,13 +8,13 @@ SPICE is not computed (it needs Stanford CoreNLP models that are a download).
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
 from cvtrain.errors import UserError
+from cvtrain.metrics.jsonfiles import read_json
 from cvtrain.metrics.captioning import meteor as meteor_module
 from cvtrain.metrics.captioning.bleu import bleu_from_corpus
 from cvtrain.metrics.captioning.cider import cider_from_corpus
@@ -90,8 +90,8 @@ def load_coco_files(gt_path: str | Path, results_path: str | Path) -> CocoCaptio
     the images scored are those with a result, in the annotations' order; a result for
     an image without references, or two results for one image, is an error.
     """
-    gt = _read_json(gt_path, "annotations", "--gt")
-    results = _read_json(results_path, "results", "--results")
+    gt = read_json(gt_path, "annotations", "--gt")
+    results = read_json(results_path, "results", "--results")
     refs = _references(gt, gt_path)
     candidates = _candidates(results, results_path)
     unknown = [image for image in candidates if image not in refs]
@@ -104,20 +104,6 @@ def load_coco_files(gt_path: str | Path, results_path: str | Path) -> CocoCaptio
     res = {image: [candidates[image]] for image in gts}
     return CocoCaptions(gts, res, len(refs))
 
-
-def _read_json(path: str | Path, what: str, option: str):
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{what} file '{path}' not found; pass an existing COCO-format json with {option}.")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as error:
-        raise UserError(
-            f"{what} file '{path}' is not valid JSON ({error.msg} at line {error.lineno}); fix or regenerate it."
-        ) from None
-    except UnicodeDecodeError:
-        raise UserError(f"{what} file '{path}' is not UTF-8 text; pass a COCO-format json with {option}.") from None
 
 
 def _references(gt, path) -> dict:

@@ -9,31 +9,15 @@ a caller's ground truth stays as it was and can be evaluated again.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from cvtrain.errors import UserError
+from cvtrain.metrics.jsonfiles import read_json
 
 IOU_TYPES = ("bbox", "segm")
 SECTIONS = ("images", "annotations", "categories")
-
-
-def read_json(path: str | Path, what: str) -> Any:
-    """The parsed file, or a one-line error for a missing file or malformed JSON."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{what} file '{path}' not found; pass an existing COCO-format json.")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as error:
-        raise UserError(
-            f"{what} file '{path}' is not valid JSON ({error.msg} at line {error.lineno}); fix or regenerate it."
-        ) from None
-    except UnicodeDecodeError:
-        raise UserError(f"{what} file '{path}' is not UTF-8 text; pass a COCO-format json.") from None
 
 
 def load_ground_truth(gt: dict | str | Path, iou_type: str) -> dict:
