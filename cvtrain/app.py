@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from cvtrain.config.groups import model_family, options
+from cvtrain.config.overrides import check_task_accepts
 from cvtrain.config.schema import CvtrainConfig, Mode
 from cvtrain.errors import UserError
 
@@ -47,13 +47,7 @@ def check_complete(cfg: DictConfig) -> None:
 
 def check_compatible(cfg: DictConfig) -> None:
     """A model family the task does not accept is a config error (caught before torch loads)."""
-    families = list(cfg.task.families)
-    if families and cfg.model.family not in families:
-        fits = [m for m in options("model") if model_family(m) in families]
-        raise UserError(
-            f"task={cfg.task.name} cannot train model={cfg.model.name} (a {cfg.model.family} model); "
-            f"pick one of: {', '.join(fits)}."
-        )
+    check_task_accepts(cfg.task.name, list(cfg.task.families), cfg.model.name, cfg.model.family)
 
 
 def _in_distributed_job() -> bool:

@@ -61,9 +61,26 @@ def compose_cfg(overrides: list[str]):
         return compose(config_name="config", overrides=overrides)
 
 
-def run_gloo_ranks(worker, tmp_path: Path, world: int = 2, timeout: float = 90) -> list[dict]:
-    """Run `worker(rank, port, out_path)` in `world` spawned processes (a gloo group on
-    127.0.0.1) and return what each rank wrote to its out_path as JSON."""
+def _gloo_rank(body, rank: int, world: int, port: int, out: str) -> None:
+    """One spawned rank: join a gloo group on 127.0.0.1, run `body(rank)`, save its dict."""
+    from datetime import timedelta
+
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group(backend="gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                            timeout=timedelta(seconds=60))
+    try:
+        Path(out).write_text(json.dumps(body(rank)))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def run_gloo_ranks(body, tmp_path: Path, world: int = 2, timeout: float = 90) -> list[dict]:
+    """Run `body(rank) -> dict` (a module-level function) in `world` spawned processes that
+    form a gloo group, and return each rank's dict, in rank order."""
     import multiprocessing
 
     from cvtrain.engine.distributed import free_port
@@ -71,7 +88,8 @@ def run_gloo_ranks(worker, tmp_path: Path, world: int = 2, timeout: float = 90) 
     ctx = multiprocessing.get_context("spawn")
     port = free_port()
     outs = [tmp_path / f"rank{r}.json" for r in range(world)]
-    procs = [ctx.Process(target=worker, args=(r, port, str(outs[r])), daemon=True) for r in range(world)]
+    procs = [ctx.Process(target=_gloo_rank, args=(body, r, world, port, str(outs[r])), daemon=True)
+             for r in range(world)]
     for proc in procs:
         proc.start()
     try:
@@ -84,3 +102,16 @@ def run_gloo_ranks(worker, tmp_path: Path, world: int = 2, timeout: float = 90) 
                 proc.join(5)
     assert [p.exitcode for p in procs] == [0] * world, "a rank failed or hung (see its output above)"
     return [json.loads(out.read_text()) for out in outs]
+
+
+def run_score_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """`cvtrain-score ARGS` in this process: (exit status, stdout, stderr)."""
+    from cvtrain.score_cli import main
+
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err

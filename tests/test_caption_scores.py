@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_score_cli
 
 from cvtrain.errors import UserError
 from cvtrain.metrics.captioning import load_coco_files, ptb_tokenize, score_captions
@@ -342,18 +343,6 @@ def coco_files(tmp_path):
 
 def cli_args(gt: Path, results: Path) -> list[str]:
     return ["captions", "--gt", str(gt), "--results", str(results)]
-
-
-def run_score_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    from cvtrain.score_cli import main
-
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_cli_json_output(coco_files, capsys):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_score_cli
 
 from cvtrain.errors import UserError
 from cvtrain.metrics.detection import (
@@ -287,18 +288,6 @@ def test_validate_categories_maps_indices_to_ids_by_sorted_id():
 # ---------------------------------------------------------------------------------
 # cvtrain-score detection
 # ---------------------------------------------------------------------------------
-
-
-def run_score_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    from cvtrain.score_cli import main
-
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @EACH_BACKEND

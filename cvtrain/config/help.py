@@ -31,7 +31,7 @@ def render_help() -> str:
         for option in options(group):
             about = describe(group, option)
             lines.append(f"    {option:<22}{about}" if about else f"    {option}")
-    lines.append(f"  hydra/launcher: basic, slurm (cvtrain's settings), submitit_slurm, submitit_local")
+    lines.append("  hydra/launcher: basic, slurm (cvtrain's settings), submitit_slurm, submitit_local")
     lines.append("")
     lines.append(FOOTER)
     return "\n".join(lines)

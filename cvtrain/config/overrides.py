@@ -40,14 +40,15 @@ def check_overrides(overrides: list[str]) -> None:
 def _check_task_accepts_model(chosen: dict[str, list[str]]) -> None:
     """`task=captioning model=resnet18` is refused before its config is even composed."""
     for task in chosen.get("task") or [default_choice("task")]:
-        families = task_families(task)
         for model in chosen.get("model", []):
-            if families and model_family(model) not in families:
-                fits = [m for m in options("model") if model_family(m) in families]
-                raise UserError(
-                    f"task={task} cannot train model={model} (a {model_family(model)} model); "
-                    f"pick one of: {', '.join(fits)}."
-                )
+            check_task_accepts(task, task_families(task), model, model_family(model))
+
+
+def check_task_accepts(task: str, families: list[str], model: str, family: str) -> None:
+    """A model of a family the task does not accept is refused, naming the models that fit."""
+    if families and family not in families:
+        fits = [m for m in options("model") if model_family(m) in families]
+        raise UserError(f"task={task} cannot train model={model} (a {family} model); pick one of: {', '.join(fits)}.")
 
 
 def _check_choices(group: str, value: str) -> list[str]:

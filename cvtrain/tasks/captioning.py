@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from cvtrain.data.captions import CaptionedImages
 from cvtrain.data.memory import InMemoryDataset
 from cvtrain.data.text import Vocabulary, detokenize, tokenize
-from cvtrain.engine.distributed import broadcast_object, gather_objects
+from cvtrain.engine.distributed import broadcast_object, env_from_os, gather_objects
 from cvtrain.engine.task import Task
 from cvtrain.models.captioner import AttentionCaptioner, Captioner
 from cvtrain.models.classifiers import as_encoder
@@ -136,18 +136,13 @@ class CaptioningTask(Task):
         for part in gather_objects(self._generated):
             generated.update(part)
         scores = None
-        if self._is_main():
+        if env_from_os().is_main:
             refs = self._eval_references()
             scores = score_captions({i: refs[i] for i in generated}, {i: [c] for i, c in generated.items()})
         return broadcast_object(scores)
 
     def _eval_references(self) -> list[list[str]]:
         return self.captioned(self._eval_split).references
-
-    def _is_main(self) -> bool:
-        import torch.distributed as dist
-
-        return not dist.is_initialized() or dist.get_rank() == 0
 
     def save_outputs(self, out_dir: Path, tag: str) -> list[Path]:
         refs = self._eval_references()
