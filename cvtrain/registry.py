@@ -91,7 +91,10 @@ class Registry:
 MODELS = Registry("model", ("cvtrain.models",))
 DATASETS = Registry(
     "dataset",
-    ("cvtrain.data.classification", "cvtrain.data.shapes", "cvtrain.data.corpora", "cvtrain.data.captions"),
+    (
+        "cvtrain.data.classification", "cvtrain.data.shapes", "cvtrain.data.corpora", "cvtrain.data.captions",
+        "cvtrain.data.segmentation", "cvtrain.data.detection",
+    ),
 )
 LOSSES = Registry("loss", ("cvtrain.tasks.losses",))
 METRICS = Registry("metric", ("cvtrain.metrics.classification", "cvtrain.metrics.language", "cvtrain.metrics.segmentation"))

@@ -49,6 +49,8 @@ class TaskConfig:
     topk: list[int] = field(default_factory=lambda: [1, 5])
     augment: bool = False  # random horizontal flips, on the device
     confusion_matrix: bool = True  # save a confusion-matrix image at each evaluation
+    coco_backend: str = "pycocotools"  # detection: pycocotools | faster_coco_eval (same stats, faster)
+    score_threshold: float = 0.5  # detection: boxes drawn in images and printed by mode=predict
 
 
 @dataclass
@@ -78,6 +80,52 @@ class RecurrentModelConfig:
     encoder_width: int = 16  # base channels of the small CNN encoder
     encoder_grid: int = 4  # keep a grid x grid map of image features (where things are)
     attention: bool = False  # captioning: attend over the grid at every step (Show, Attend and Tell)
+
+
+@dataclass
+class SegmenterModelConfig:
+    """An encoder-decoder that labels every pixel (segmentation task)."""
+
+    name: str = MISSING  # unet | encoder_decoder | fcn | deeplabv3
+    family: str = "segmenter"
+    width: int = 16  # base channels of the course models (unet, encoder_decoder)
+    depth: int = 4  # down-sampling stages of the course models
+    backbone: str = "resnet50"  # fcn / deeplabv3 (torchvision): resnet50 | resnet101 | mobilenet_v3_large
+    backbone_weights: Optional[str] = None  # local ImageNet weights file for the backbone; never downloaded
+    weights: Optional[str] = None  # local file with a whole model's weights
+    freeze_backbone: bool = False
+    aux_loss: bool = False  # fcn / deeplabv3: the auxiliary head on an earlier stage
+    dropout: float = 0.0
+
+
+@dataclass
+class DetectorModelConfig:
+    """A torchvision detector (detection and instance_segmentation tasks)."""
+
+    name: str = MISSING  # faster_rcnn | retinanet | fcos | ssd | mask_rcnn
+    family: str = "detector"  # mask_rcnn: instance_segmenter
+    backbone: str = "small"  # small (a CPU backbone for the course) | resnet18 | resnet50 | mobilenet_v3_large
+    backbone_weights: Optional[str] = None  # local ImageNet weights file for the backbone; never downloaded
+    weights: Optional[str] = None  # local file with a whole detector's weights
+    trainable_layers: int = 5  # backbone stages trained (torchvision's trainable_backbone_layers)
+    width: int = 32  # base channels of the small backbone
+    fpn_channels: int = 64  # channels of the feature pyramid (torchvision default: 256)
+    min_size: int = 128  # the model's transform resizes the shorter image side to this ...
+    max_size: int = 128  # ... and the longer side to at most this
+    anchor_sizes: list[int] = field(default_factory=lambda: [16, 32, 64])  # one per feature level
+    aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    score_thresh: float = 0.05  # detections kept for evaluation
+    nms_thresh: float = 0.5
+    detections_per_img: int = 100
+
+
+@dataclass
+class InstanceSegmenterModelConfig(DetectorModelConfig):
+    """A detector that also predicts a mask per box (Mask R-CNN)."""
+
+    family: str = "instance_segmenter"
+    mask_channels: int = 64  # channels of each mask-head conv (torchvision default: 256)
+    mask_layers: int = 2  # conv layers of the mask head (torchvision default: 4)
 
 
 @dataclass
@@ -113,12 +161,17 @@ class DatasetConfig:
     min_freq: int = 1  # vocabulary: drop rarer tokens (they become <unk>)
     max_vocab: int = 0  # vocabulary: keep at most this many tokens (0: no limit)
     max_caption_len: int = 24  # captioning: tokens kept per caption
+    image_dir: Optional[str] = None  # COCO: image folder ("{root}" and "{split}" are filled in)
+    splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "val": "val", "test": "test"})
+    classes: Optional[list[str]] = None  # the class list expected of the annotations (checked before training)
 
 
 @dataclass
 class LossConfig:
     name: str = MISSING
     label_smoothing: float = 0.0
+    ignore_index: int = 255  # segmentation: pixels with this label count in no loss or score
+    dice_weight: float = 0.0  # segmentation: loss = cross-entropy + dice_weight * Dice
 
 
 @dataclass
@@ -200,7 +253,13 @@ class CvtrainConfig:
     debug: bool = False  # show tracebacks
 
 
-MODEL_SCHEMAS = {"classifier": ClassifierModelConfig, "recurrent": RecurrentModelConfig}
+MODEL_SCHEMAS = {
+    "classifier": ClassifierModelConfig,
+    "recurrent": RecurrentModelConfig,
+    "segmenter": SegmenterModelConfig,
+    "detector": DetectorModelConfig,
+    "instance_segmenter": InstanceSegmenterModelConfig,
+}
 
 
 def register() -> None:

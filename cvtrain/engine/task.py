@@ -29,6 +29,7 @@ class Task:
         self.models: dict[str, nn.Module] = {}  # the plain modules (checkpoints, EMA)
         self.active: dict[str, nn.Module] = {}  # what steps call: set by the trainer
         self.device = torch.device("cpu")  # set by the trainer
+        self.run_dir: Path | None = None  # set by the trainer: where a task may write its files (rank 0)
 
     # --- building -------------------------------------------------------------
     def build_models(self) -> dict[str, nn.Module]:

@@ -46,7 +46,7 @@ class Trainer:
         dist.init(self.env, dist.resolve_backend(self.tcfg.dist_backend, self.device))
         configure_runtime(self.tcfg, self.env, self.device, cfg.seed)
         self.precision = resolve_precision(self.tcfg.precision, self.device)
-        self.task.device = self.device
+        self.task.device, self.task.run_dir = self.device, self.run_dir
         self._build_models()
         self.writer = MetricsWriter(self.run_dir, cfg.logger.tensorboard, self.env.is_main)
         self.epoch, self.global_step, self.best, self.best_epoch = 0, 0, None, None

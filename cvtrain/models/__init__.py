@@ -3,4 +3,4 @@
 Importing this package registers every builder in `cvtrain.registry.MODELS`.
 """
 
-from cvtrain.models import classifiers, recurrent  # noqa: F401  (registers builders)
+from cvtrain.models import classifiers, detection, recurrent, segmentation  # noqa: F401  (registers builders)

@@ -3,4 +3,10 @@
 Importing this package registers every task in `cvtrain.registry.TASKS`.
 """
 
-from cvtrain.tasks import captioning, classification, language_modeling  # noqa: F401  (registers the tasks)
+from cvtrain.tasks import (  # noqa: F401  (registers the tasks)
+    captioning,
+    classification,
+    detection,
+    language_modeling,
+    segmentation,
+)

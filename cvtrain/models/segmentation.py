@@ -1,0 +1,1 @@
+"""Segmentation models: the course U-Net and encoder-decoder, torchvision FCN and DeepLabV3."""
