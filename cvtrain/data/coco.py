@@ -27,7 +27,9 @@ def split_paths(cfg: Any, split: str) -> tuple[Path, Path]:
     """(annotations json, image folder) of `split`, from the dataset config's templates.
 
     `dataset.annotations` and `dataset.image_dir` may hold "{root}" and "{split}";
-    `{split}` becomes `dataset.splits[split]` (e.g. val -> val2017).
+    `{split}` becomes `dataset.splits[split]` (e.g. val -> val2017). Each missing path is
+    named with the key that sets it, since a wrong root, split name or template all show
+    up as the same missing file.
     """
     if not cfg.root and ("{root}" in str(cfg.annotations or "") or "{root}" in str(cfg.image_dir or "")):
         raise UserError("dataset.root is required but not set; pass dataset.root=FOLDER of the COCO data set.")
@@ -39,11 +41,12 @@ def split_paths(cfg: Any, split: str) -> tuple[Path, Path]:
     fill = {"root": os.path.expanduser(str(cfg.root or "")), "split": names[split]}
     annotations = Path(str(cfg.annotations or "").format(**fill)).expanduser()
     image_dir = Path(str(cfg.image_dir or "").format(**fill)).expanduser()
+    which = f"split {split} (dataset.splits.{split}={names[split]})"
     if not cfg.annotations or not annotations.is_file():
-        raise UserError(f"dataset.annotations: no such file '{annotations}' for split {split}; pass "
+        raise UserError(f"dataset.annotations: no such file '{annotations}' for {which}; pass "
                         "dataset.annotations=PATH of a COCO instances json ({root} and {split} are filled in).")
     if not cfg.image_dir or not image_dir.is_dir():
-        raise UserError(f"dataset.image_dir: no such folder '{image_dir}' for split {split}; pass "
+        raise UserError(f"dataset.image_dir: no such folder '{image_dir}' for {which}; pass "
                         "dataset.image_dir=FOLDER of that json's images ({root} and {split} are filled in).")
     return annotations, image_dir
 
@@ -66,6 +69,8 @@ class CocoInstances:
         index_of = {cid: i for i, cid in enumerate(self.category_ids)}
         self.images = sorted(data["images"], key=lambda im: im["id"])
         known = {im["id"] for im in self.images}
+        if len(known) != len(self.images):
+            raise UserError(f"{where} lists some image id more than once; each image needs its own id.")
         self._by_image: dict[Any, list[dict]] = {im["id"]: [] for im in self.images}
         for k, ann in enumerate(data["annotations"]):
             if ann.get("image_id") not in known:
@@ -99,21 +104,41 @@ class CocoInstances:
 
     def instances(self, i: int, with_masks: bool = False, keep_crowd: bool = False) -> dict[str, np.ndarray]:
         """Boxes (k, 4) xyxy float32, labels (k,) int64 class index + 1 (0 is background),
-        iscrowd (k,) bool, and masks (k, H, W) uint8 when asked. Boxes under a pixel wide
-        or high are dropped (torchvision's detectors refuse them); crowds unless asked."""
-        anns = [a for a in self.annotations(i) if keep_crowd or not a.get("iscrowd", 0)]
-        anns = [a for a in anns if len(a.get("bbox", ())) == 4 and a["bbox"][2] >= 1 and a["bbox"][3] >= 1]
-        boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)], np.float32).reshape(-1, 4)
+        iscrowd (k,) bool, and masks (k, H, W) uint8 when asked. Boxes are clipped to the
+        image (as torchvision's reference clips them), then those under a pixel wide or
+        high are dropped: torchvision's detectors refuse empty boxes and a sub-pixel one
+        teaches nothing. Crowds are dropped unless asked. Masks are decoded here, per
+        image, never for the whole split at once."""
+        height, width = self.size(i)
+        anns, boxes = [], []
+        for ann in self.annotations(i):
+            if (ann.get("iscrowd", 0) and not keep_crowd) or len(ann.get("bbox") or ()) != 4:
+                continue
+            x, y, w, h = (float(v) for v in ann["bbox"])
+            box = [min(max(x, 0.0), width), min(max(y, 0.0), height), min(max(x + w, 0.0), width),
+                   min(max(y + h, 0.0), height)]
+            if box[2] - box[0] >= 1 and box[3] - box[1] >= 1:
+                anns.append(ann)
+                boxes.append(box)
         out = {
-            "boxes": boxes,
+            "boxes": np.array(boxes, np.float32).reshape(-1, 4),
             "labels": np.array([self._index_of[a["category_id"]] + 1 for a in anns], np.int64),
             "iscrowd": np.array([bool(a.get("iscrowd", 0)) for a in anns], bool),
         }
         if with_masks:
-            height, width = self.size(i)
-            out["masks"] = np.stack([annotation_mask(a, height, width) for a in anns]) if anns else np.zeros(
-                (0, height, width), np.uint8)
+            masks = [self._mask(i, a) for a in anns]
+            out["masks"] = np.stack(masks) if masks else np.zeros((0, height, width), np.uint8)
         return out
+
+    def _mask(self, i: int, ann: dict) -> np.ndarray:
+        """One annotation's mask at the image's size; an RLE of another size is the file's mistake, named."""
+        height, width = self.size(i)
+        segm = ann.get("segmentation")
+        if isinstance(segm, dict) and list(segm.get("size") or ()) != [height, width]:
+            raise UserError(f"dataset.annotations: '{self.annotations_path}': annotation {ann.get('id')!r} has an "
+                            f"RLE of size {segm.get('size')} but its image is {height}x{width}; the file is "
+                            "inconsistent.")
+        return annotation_mask(ann, height, width)
 
     def semantic(self, i: int) -> np.ndarray:
         """uint8 (H, W): 0 background, class index + 1 per instance (later annotations on top),
@@ -122,7 +147,7 @@ class CocoInstances:
         out = np.zeros((height, width), np.uint8)
         crowd = np.zeros((height, width), bool)
         for ann in self.annotations(i):
-            mask = annotation_mask(ann, height, width).astype(bool)
+            mask = self._mask(i, ann).astype(bool)
             if ann.get("iscrowd", 0):
                 crowd |= mask
             else:
@@ -132,17 +157,25 @@ class CocoInstances:
 
 
 def annotation_mask(ann: dict, height: int, width: int) -> np.ndarray:
-    """uint8 (H, W) mask of one annotation: polygons, RLE or uncompressed RLE (pycocotools)."""
+    """uint8 (H, W) mask of one annotation: polygons, RLE or uncompressed RLE (pycocotools).
+
+    Polygons of fewer than three points are skipped, as detectron2 skips them: pycocotools
+    would read a four-number polygon as a box and fail on shorter ones, and real COCO
+    files hold a few such degenerate parts.
+    """
     from pycocotools import mask as mask_utils
 
     segm = ann.get("segmentation")
     if not segm:  # no mask given: the box is the best mask there is
         x, y, w, h = ann["bbox"]
         out = np.zeros((height, width), np.uint8)
-        out[int(y) : int(np.ceil(y + h)), int(x) : int(np.ceil(x + w))] = 1
+        out[max(int(y), 0) : int(np.ceil(y + h)), max(int(x), 0) : int(np.ceil(x + w))] = 1
         return out
     if isinstance(segm, list):
-        rle = mask_utils.merge(mask_utils.frPyObjects(segm, height, width))
+        polygons = [p for p in segm if len(p) >= 6]
+        if not polygons:
+            return np.zeros((height, width), np.uint8)
+        rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
     elif isinstance(segm.get("counts"), list):
         rle = mask_utils.frPyObjects(segm, height, width)
     else:
