@@ -233,29 +233,30 @@ def _opt(cfg: Any, key: str, default: Any) -> Any:
 
 _NO_FILE_FIX = (
     "download the torchvision weights file once on a machine with internet and pass its path, "
-    "or drop model.weights to train from scratch."
+    "or drop {key} to train from scratch."
 )
 
 
-def read_state_dict(path: str) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str, key: str = "model.weights") -> dict[str, torch.Tensor]:
     """The tensors of a weights file, loaded with `weights_only=True`.
 
     weights_only refuses pickles that would build arbitrary objects, so a malicious file
     is reported, never executed. A state dict nested under "state_dict" or "model" (as in
-    training checkpoints) is unwrapped.
+    training checkpoints) is unwrapped. `key` is the config key the errors name
+    (model.weights, model.backbone_weights, ...).
     """
     path = os.path.expanduser(str(path))
     if not os.path.isfile(path):
-        raise UserError(f"model.weights: no such file '{path}'; {_NO_FILE_FIX}")
+        raise UserError(f"{key}: no such file '{path}'; {_NO_FILE_FIX.format(key=key)}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure to read is the file's fault
         raise UserError(
-            f"model.weights: refused to load '{path}' ({_why_refused(err)}); "
+            f"{key}: refused to load '{path}' ({_why_refused(err)}); "
             "pass a plain state dict saved with torch.save(model.state_dict(), path), "
             "e.g. a torchvision weights file."
         ) from None
-    return _tensors_of(obj, path)
+    return _tensors_of(obj, path, key)
 
 
 def _why_refused(err: Exception) -> str:
@@ -271,15 +272,15 @@ def _why_refused(err: Exception) -> str:
     return f"unreadable or not a torch weights file: {reason}"
 
 
-def _tensors_of(obj: Any, path: str) -> dict[str, torch.Tensor]:
+def _tensors_of(obj: Any, path: str, key: str = "model.weights") -> dict[str, torch.Tensor]:
     """The tensor entries of a (possibly nested) state dict."""
-    for key in ("state_dict", "model"):
-        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
-            obj = obj[key]
+    for nested in ("state_dict", "model"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(nested), Mapping):
+            obj = obj[nested]
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)} if isinstance(obj, Mapping) else {}
     if not tensors:
         raise UserError(
-            f"model.weights: '{path}' holds no state dict of tensors; "
+            f"{key}: '{path}' holds no state dict of tensors; "
             "pass a file saved with torch.save(model.state_dict(), path)."
         )
     return {_strip_prefixes(k): v for k, v in tensors.items()}
@@ -294,7 +295,8 @@ def _strip_prefixes(key: str) -> str:
 
 
 def load_matching(
-    model: nn.Module, state: dict[str, torch.Tensor], arch: str, path: str, skip: tuple[str, ...] = ()
+    model: nn.Module, state: dict[str, torch.Tensor], arch: str, path: str, skip: tuple[str, ...] = (),
+    key: str = "model.weights",
 ) -> int:
     """Copy every tensor of `state` whose name and shape match `model`; skip the old head.
 
@@ -309,13 +311,13 @@ def load_matching(
     }
     if all(k.endswith("num_batches_tracked") for k in matched):  # BN counters fit anything
         raise UserError(
-            f"model.weights: no tensor in '{path}' fits {arch} (names or shapes differ); "
+            f"{key}: no tensor in '{path}' fits {arch} (names or shapes differ); "
             f"pass a weights file made for {arch}, or pick the model that matches the file."
         )
     model.load_state_dict(matched, strict=False)
     wanted = [k for k in own if not k.startswith(skip)]
     if len(matched) < len(wanted):
-        log.warning("model.weights: loaded %d of %d %s tensors from %s", len(matched), len(wanted), arch, path)
+        log.warning("%s: loaded %d of %d %s tensors from %s", key, len(matched), len(wanted), arch, path)
     return len(matched)
 
 
