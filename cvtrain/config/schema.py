@@ -95,6 +95,7 @@ class SegmenterModelConfig:
     weights: Optional[str] = None  # local file with a whole model's weights
     freeze_backbone: bool = False
     aux_loss: bool = False  # fcn / deeplabv3: the auxiliary head on an earlier stage
+    aux_weight: float = 0.5  # loss = out + aux_weight * aux (torchvision's reference scripts: 0.5; mmseg: 0.4)
     dropout: float = 0.0
 
 
@@ -117,6 +118,18 @@ class DetectorModelConfig:
     score_thresh: float = 0.05  # detections kept for evaluation
     nms_thresh: float = 0.5
     detections_per_img: int = 100
+    topk_candidates: int = 300  # retinanet / fcos / ssd: best-scoring boxes per level before NMS
+    head_convs: int = 4  # fcos: conv layers of each head branch (torchvision default: 4)
+    # Faster / Mask R-CNN sampling: torchvision's defaults (2000/1000 proposals, 256 anchors
+    # and 512 RoIs per image) are sized for 800-pixel COCO images with dozens of objects.
+    rpn_pre_nms_top_n_train: int = 300  # proposals per level before the RPN's NMS
+    rpn_pre_nms_top_n_test: int = 200
+    rpn_post_nms_top_n_train: int = 150  # proposals kept after it
+    rpn_post_nms_top_n_test: int = 100
+    rpn_batch_size_per_image: int = 128  # anchors sampled per image for the RPN loss
+    box_batch_size_per_image: int = 64  # proposals sampled per image for the box head's loss
+    representation_size: int = 256  # width of the box head's two-layer MLP (torchvision: 1024)
+    roi_sampling_ratio: int = 2  # RoIAlign samples per bin side; its CPU backward pass costs in proportion
 
 
 @dataclass
