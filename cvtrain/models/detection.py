@@ -22,7 +22,6 @@ so the command line starts without it.
 from __future__ import annotations
 
 import logging
-import os
 from collections import OrderedDict
 from functools import partial
 from typing import Any
@@ -31,6 +30,7 @@ import torch
 from torch import nn
 
 from cvtrain.errors import UserError
+from cvtrain.models.weights import read_tensors
 from cvtrain.registry import MODELS
 
 log = logging.getLogger(__name__)
@@ -96,30 +96,9 @@ def _load_backbone_weights(net: nn.Module, path: str, arch: str, head: tuple[str
 
 
 def read_weights(path: str, key: str = "weights") -> dict[str, torch.Tensor]:
-    """The tensors of a local state-dict file (`model.<key>`), read with weights_only=True,
-    so a pickle that would run code is refused; a checkpoint's nested "model" or
-    "state_dict" entry (and a cvtrain checkpoint's models.model) is unwrapped, so a run's
-    best.pt can start another run. Every failure is one line naming the file."""
-    path = os.path.expanduser(str(path))
-    if not os.path.isfile(path):
-        raise UserError(f"model.{key}: no such file '{path}'; pass a local weights file (nothing is downloaded) "
-                        f"or drop model.{key}.")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any failure to read is the file's fault
-        reason = (str(error).strip().splitlines() or [""])[0][:120]
-        raise UserError(f"model.{key}: cannot load '{path}' ({type(error).__name__}: {reason}); pass a state dict "
-                        "saved with torch.save(model.state_dict(), path).") from None
-    if isinstance(obj, dict) and isinstance(obj.get("models"), dict):  # a cvtrain checkpoint
-        obj = obj["models"]
-    for nested in ("state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(nested), dict):
-            obj = obj[nested]
-    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)} if isinstance(obj, dict) else {}
-    if not tensors:
-        raise UserError(f"model.{key}: '{path}' holds no state dict of tensors; "
-                        "pass a file saved with torch.save(model.state_dict(), path).")
-    return tensors
+    """The tensors of a local state-dict file (`model.<key>`), names as saved; a cvtrain
+    checkpoint's models.model is unwrapped too, so a run's best.pt can start another run."""
+    return read_tensors(path, f"model.{key}", nested=("models", "state_dict", "model"))
 
 
 def _strip(key: str) -> str:

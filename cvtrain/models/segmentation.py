@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cvtrain.errors import UserError
-from cvtrain.models.classifiers import _adapt_conv, load_matching, read_state_dict
+from cvtrain.models.classifiers import _adapt_conv
+from cvtrain.models.weights import load_matching, read_state_dict
 from cvtrain.registry import MODELS
 
 
