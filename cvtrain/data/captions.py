@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from cvtrain.data.image_files import first_missing
 from cvtrain.errors import UserError
 from cvtrain.registry import DATASETS
 
@@ -53,9 +54,9 @@ def coco_captions(cfg, split: str) -> CaptionedImages:
     start, end = SPLIT_FRACTIONS[split]
     chosen = [ids[i] for i in order[int(start * len(ids)) : int(end * len(ids))]]
     paths = [root / images[i] for i in chosen]
-    missing = [p for p in paths[:50] if not p.is_file()]
+    missing = first_missing(paths)
     if missing:
-        raise UserError(f"dataset.root: image '{missing[0]}' named in {annotations.name} is missing; "
+        raise UserError(f"dataset.root: image '{missing}' named in {annotations.name} is missing; "
                         "point dataset.root at the folder of that json's images.")
     return CaptionedImages([captions[i] for i in chosen], chosen, paths=paths)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from cvtrain.data.image_files import first_missing
 from cvtrain.errors import UserError
 from cvtrain.metrics.detection.categories import validate_categories
 from cvtrain.metrics.jsonfiles import read_json
@@ -81,10 +82,10 @@ class CocoInstances:
                                 f"'categories' does not define (ids: {self.category_ids[:10]}); the file is inconsistent.")
             self._by_image[ann["image_id"]].append(ann)
         self._index_of = index_of
-        for i in range(min(50, len(self.images))):  # a wrong folder shows at once, not after an epoch
-            if not self.path(i).is_file():
-                raise UserError(f"dataset.image_dir: image '{self.path(i)}' named in "
-                                f"{self.annotations_path.name} is missing; point it at that json's image folder.")
+        missing = first_missing(self.path(i) for i in range(len(self.images)))  # a wrong folder shows at once
+        if missing:
+            raise UserError(f"dataset.image_dir: image '{missing}' named in "
+                            f"{self.annotations_path.name} is missing; point it at that json's image folder.")
 
     def __len__(self) -> int:
         return len(self.images)

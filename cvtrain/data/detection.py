@@ -34,7 +34,14 @@ import torch
 from torch.utils.data import Dataset
 
 from cvtrain.data.coco import CocoInstances, split_paths
-from cvtrain.data.voc import annotations_dir, class_names, read_annotation, split_ids, voc_root
+from cvtrain.data.image_files import first_missing, open_rgb
+from cvtrain.data.voc import (
+    annotations_dir,
+    class_names,
+    read_annotation,
+    split_ids,
+    voc_root,
+)
 from cvtrain.errors import UserError
 from cvtrain.registry import DATASETS
 
@@ -108,22 +115,8 @@ def shapes_instances(cfg, split: str) -> ShapesDetection:
 
 
 def read_rgb(path: Path) -> torch.Tensor:
-    """uint8 (3, H, W) RGB pixels of an image file, as stored (grayscale and CMYK become RGB).
-
-    EXIF orientation is not applied: COCO and VOC annotate the stored pixels, as
-    torchvision's readers load them.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            pixels = np.array(image.convert("RGB"))
-    except FileNotFoundError:
-        raise UserError(f"dataset: image '{path}' is missing; restore it or point the dataset at a complete copy."
-                        ) from None
-    except (UnidentifiedImageError, OSError) as err:
-        raise UserError(f"dataset: image '{path}' cannot be read ({err}); replace the file.") from None
-    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+    """uint8 (3, H, W) RGB pixels of an image file, as stored (see open_rgb)."""
+    return torch.from_numpy(np.array(open_rgb(path))).permute(2, 0, 1).contiguous()
 
 
 def _check_size(image: torch.Tensor, height: int, width: int, path: Path, source: str) -> None:
@@ -239,10 +232,10 @@ class VocDetection(DetectionDataset):
         self.class_names = list(classes)
         self.category_ids = list(range(1, len(classes) + 1))
         self.paths = [root / "JPEGImages" / f"{image_id}.jpg" for image_id in ids]
-        for path in self.paths[:50]:  # a wrong folder shows at once, not after an epoch
-            if not path.is_file():
-                raise UserError(f"dataset.root: image '{path}' listed in the split file is missing; point "
-                                "dataset.root at a complete VOC year folder.")
+        missing = first_missing(self.paths)  # a wrong folder shows at once, not after an epoch
+        if missing:
+            raise UserError(f"dataset.root: image '{missing}' listed in the split file is missing; point "
+                            "dataset.root at a complete VOC year folder.")
         self.records = []
         for image_id in ids:
             record = read_annotation(folder / f"{image_id}.xml", self.class_names)

@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from cvtrain.data.coco import IGNORE, CocoInstances, split_paths
+from cvtrain.data.image_files import first_missing, open_rgb
 from cvtrain.data.memory import InMemoryDataset
 from cvtrain.data.voc import class_names as voc_class_names
 from cvtrain.data.voc import split_ids, voc_root
@@ -69,7 +70,7 @@ class MaskFiles(Dataset):
 
         mask, source = self.read_mask(i)
         check_mask(mask, len(self.class_names), source)
-        image = read_rgb(self.image_paths[i])
+        image = open_rgb(self.image_paths[i])
         if image.size != (mask.shape[1], mask.shape[0]):
             raise UserError(f"dataset: image '{self.image_paths[i]}' is {image.size[0]}x{image.size[1]} but its mask "
                             f"{source} is {mask.shape[1]}x{mask.shape[0]}; the two must match.")
@@ -77,17 +78,6 @@ class MaskFiles(Dataset):
         mask = Image.fromarray(mask).resize((self.size, self.size), Image.NEAREST)
         pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(self.size, self.size, 3)
         return {"image": pixels.permute(2, 0, 1).contiguous(), "mask": torch.from_numpy(np.array(mask, np.uint8))}
-
-
-def read_rgb(path: Path):
-    """A PIL RGB image, or a one-line error naming the file."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, UnidentifiedImageError) as err:
-        raise UserError(f"dataset: cannot read image '{path}' ({type(err).__name__}); replace or remove it.") from None
 
 
 def check_mask(mask: np.ndarray, num_classes: int, source: str) -> None:
@@ -109,11 +99,10 @@ class VocSegmentation(MaskFiles):
     def __init__(self, root: Path, ids: list[str], class_names: list[str], size: int):
         super().__init__([root / "JPEGImages" / f"{i}.jpg" for i in ids], class_names, size)
         self.mask_paths = [root / "SegmentationClass" / f"{i}.png" for i in ids]
-        for image, mask in list(zip(self.image_paths, self.mask_paths))[:50]:  # a wrong folder shows at once
-            for path in (image, mask):
-                if not path.is_file():
-                    raise UserError(f"dataset.root: '{path}' is missing (listed in the split file); "
-                                    "restore it or remove its id from ImageSets/Segmentation/.")
+        missing = first_missing(self.image_paths) or first_missing(self.mask_paths)  # a wrong folder shows at once
+        if missing:
+            raise UserError(f"dataset.root: '{missing}' is missing (listed in the split file); "
+                            "restore it or remove its id from ImageSets/Segmentation/.")
 
     def read_mask(self, i: int) -> tuple[np.ndarray, str]:
         from PIL import Image, UnidentifiedImageError
