@@ -24,7 +24,7 @@ from cvtrain.errors import UserError
 from cvtrain.registry import DATASETS, MODELS, TASKS
 from cvtrain.tasks.detection_results import draw_detections, to_coco_results
 from cvtrain.tasks.figures import save_image_grid
-from cvtrain.tasks.images import expand_inputs
+from cvtrain.tasks.images import expand_inputs, load_image
 
 
 @TASKS.register("detection")
@@ -165,7 +165,7 @@ class DetectionTask(Task):
     def predict(self, out_dir: Path) -> list[dict[str, Any]]:
         threshold, records, shown = self.cfg.task.score_threshold, [], []
         for path in expand_inputs(self.cfg.input):
-            image = _read_image(path)
+            image = load_image(path, None, 3)
             out = _on_cpu(self.model([image.to(self.device).float().div(255)])[0])
             keep = out["scores"] >= threshold
             found = [
@@ -270,15 +270,3 @@ def _on_cpu(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     keep = out["labels"] > 0
     return {k: (v.float() if v.is_floating_point() else v)[keep].cpu() for k, v in out.items()}
 
-
-def _read_image(path: Path) -> torch.Tensor:
-    """An image file as uint8 (3, H, W) at its own size: boxes come out in its pixels."""
-    import numpy as np
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            array = np.array(image.convert("RGB"))
-    except OSError as error:
-        raise UserError(f"cannot read image '{path}' ({error}); pass image files (png, jpg, ...).") from error
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()

@@ -26,25 +26,33 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     return x.sub_(mean_t).div_(std_t)
 
 
-def random_hflip(images: torch.Tensor) -> torch.Tensor:
-    """Flip a random half of the batch left-right (on the device, no per-sample loop)."""
+def random_hflip(images: torch.Tensor, *paired: torch.Tensor):
+    """Flip a random half of the batch left-right (on the device, no per-sample loop).
+
+    Tensors in `paired` (segmentation masks (B, H, W)) flip with their images; then the
+    flipped images and pairs come back as one tuple, else the images alone.
+    """
     flip = torch.rand(images.shape[0], device=images.device) < 0.5
-    return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
+    flipped = tuple(torch.where(flip.view(-1, *[1] * (t.dim() - 1)), t.flip(-1), t) for t in (images, *paired))
+    return flipped if paired else flipped[0]
 
 
-def load_image(path: Path, size: int, channels: int) -> torch.Tensor:
-    """An image file as uint8 (C, size, size), the way training data is stored."""
+def load_image(path: Path, size: int | None, channels: int) -> torch.Tensor:
+    """An image file as uint8 (C, size, size), the way training data is stored; size None
+    keeps the file's own size (detectors resize inside and answer in its pixels)."""
     from PIL import Image
 
     from cvtrain.errors import UserError
 
     try:
         with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
+            image = image.convert("L" if channels == 1 else "RGB")
+            if size is not None:
+                image = image.resize((size, size), Image.BILINEAR)
             data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
     except OSError as error:
         raise UserError(f"cannot read image '{path}' ({error}); pass image files (png, jpg, ...).") from error
-    return data.view(size, size, channels).permute(2, 0, 1).contiguous()
+    return data.view(image.height, image.width, channels).permute(2, 0, 1).contiguous()
 
 
 def expand_inputs(pattern: str | None) -> list[Path]:

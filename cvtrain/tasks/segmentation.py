@@ -23,7 +23,7 @@ from cvtrain.metrics.segmentation import SegmentationIoU
 from cvtrain.models.segmentation import split_outputs
 from cvtrain.registry import DATASETS, LOSSES, MODELS, TASKS
 from cvtrain.tasks.figures import save_image_grid
-from cvtrain.tasks.images import expand_inputs, load_image, normalize
+from cvtrain.tasks.images import expand_inputs, load_image, normalize, random_hflip
 from cvtrain.tasks.palette import overlay, save_palette_png
 
 
@@ -69,7 +69,7 @@ class SegmentationTask(Task):
     def train_step(self, batch, step):
         images, masks = batch["image"], batch["mask"].long()
         if self.cfg.task.augment:
-            images, masks = random_hflip_pair(images, masks)
+            images, masks = random_hflip(images, masks)
         logits, aux = split_outputs(self.model(normalize(images)))
         loss = self.loss_fn(logits, masks)
         if aux is not None:
@@ -149,14 +149,6 @@ class SegmentationTask(Task):
         if state:
             self._meta = {"class_names": list(state["class_names"]), "ignore_index": int(state["ignore_index"]),
                           "in_channels": int(state["in_channels"])}
-
-
-def random_hflip_pair(images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flip a random half of the batch left-right, each mask with its image."""
-    flip = torch.rand(images.shape[0], device=images.device) < 0.5
-    images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
-    masks = torch.where(flip.view(-1, 1, 1), masks.flip(-1), masks)
-    return images, masks
 
 
 def describe(shares: dict[str, float]) -> str:
