@@ -245,3 +245,16 @@ def test_channels_last_training_keeps_the_memory_format(tmp_path):
     conv = next(m for m in task.models["model"].modules() if isinstance(m, nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert 0 <= results["acc1"] <= 1 and (tmp_path / "checkpoints" / "best.pt").is_file()
+
+
+def test_batch_size_counts_a_detection_batch_by_its_images_not_their_channels():
+    import torch
+
+    from cvtrain.data.detection import collate_detection
+    from cvtrain.engine.trainer import _batch_size
+
+    samples = [{"image": torch.zeros(3, 8, 8, dtype=torch.uint8), "boxes": torch.zeros(0, 4),
+                "labels": torch.zeros(0, dtype=torch.long), "index": torch.tensor(i)} for i in range(5)]
+    assert _batch_size(collate_detection(samples)) == 5
+    assert _batch_size({"image": torch.zeros(7, 3, 4, 4), "label": torch.zeros(7)}) == 7
+    assert _batch_size((torch.zeros(6, 2), torch.zeros(6))) == 6

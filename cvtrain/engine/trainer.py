@@ -340,8 +340,12 @@ def _last_record(run_dir: Path) -> dict[str, float]:
 
 
 def _batch_size(batch: Any) -> int:
+    """Samples in a batch. A dict counts by its first tensor field, so a detector's batch
+    ({"images": list, "targets": list, "index": tensor}) counts its images, not the
+    first image's channels; a tuple or list counts by its first element (the inputs)."""
     if isinstance(batch, dict):
-        batch = next(iter(batch.values()))
+        tensors = [v for v in batch.values() if isinstance(v, torch.Tensor) and v.dim() > 0]
+        batch = tensors[0] if tensors else next(iter(batch.values()))
     if isinstance(batch, (list, tuple)):
         batch = batch[0]
     return len(batch) if hasattr(batch, "__len__") else 1

@@ -65,7 +65,9 @@ class DetectionTask(Task):
             raise UserError(f"{problem} in the {split} data; evaluate on the data set the model was trained on.")
 
     def collate(self):
-        return _collate
+        from cvtrain.data.detection import collate_detection
+
+        return collate_detection
 
     @property
     def class_names(self) -> list[str]:
@@ -225,15 +227,6 @@ def _check_backend(name: str) -> None:
     if importlib.util.find_spec(name) is None:
         raise UserError(f"task.coco_backend={name} is not installed; pip install {name.replace('_', '-')} "
                         "or use task.coco_backend=pycocotools.")
-
-
-def _collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """collate_detection, with "index" first: the trainer counts samples by the batch's
-    first entry, which for the image list would be an image's channel count."""
-    from cvtrain.data.detection import collate_detection
-
-    batch = collate_detection(samples)
-    return {"index": batch.pop("index"), **batch}
 
 
 def _random_hflip(images: list[torch.Tensor], targets: list[dict]) -> tuple[list, list]:
