@@ -30,3 +30,20 @@ def unknown_choice(kind: str, name: str, choices: Iterable[str], how: str = "") 
     maybe = f" Did you mean '{hint}'?" if hint else ""
     fix = f" {how}" if how else ""
     return UserError(f"unknown {kind} '{name}'.{maybe} Valid: {', '.join(choices)}.{fix}")
+
+
+class Stopped(Exception):
+    """Training stopped on purpose (a signal) after saving its state: not a failure of the
+    config, but not a success either. The CLI prints the message (when there is one: only
+    rank 0 has one) and exits with `exit_code`, 128 + the signal's number by convention,
+    which is what shells, SLURM and torchrun expect of a process ended by that signal."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class NonFiniteLoss(UserError):
+    """A loss became NaN or infinite; the run stops so that no checkpoint holds NaN weights."""
+
+    exit_code = 3

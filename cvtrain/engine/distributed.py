@@ -8,10 +8,13 @@ joins one process group.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -133,30 +136,91 @@ def launch_workers(nprocs: int, command: list[str]) -> int:
     What torchrun --standalone does, without its agent: each worker gets RANK,
     LOCAL_RANK, WORLD_SIZE and a free MASTER_PORT; the exit status is the first non-zero
     one, so a worker's one-line error stays the last thing the user reads.
+
+    A stop signal sent to this launcher (SIGTERM from SLURM, Ctrl-C) is forwarded to
+    every worker once, and the launcher waits for them to save and exit; then it raises
+    `Stopped` with their status. Workers run in their own session, so a terminal's Ctrl-C
+    reaches them once (through here), not twice, and each dies with the launcher
+    (Linux's parent-death signal), so none outlives it even if it is SIGKILLed.
     """
     base = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE=str(nprocs))
     workers = [
-        subprocess.Popen(command, env=dict(base, RANK=str(r), LOCAL_RANK=str(r), LOCAL_WORLD_SIZE=str(nprocs)))
+        subprocess.Popen(command, env=dict(base, RANK=str(r), LOCAL_RANK=str(r), LOCAL_WORLD_SIZE=str(nprocs)),
+                         start_new_session=True, preexec_fn=_die_with_parent)
         for r in range(nprocs)
     ]
-    status = 0
+    forwarded: list[int] = []
+
+    def forward(signum, frame) -> None:
+        if forwarded:  # asked twice: stop waiting
+            _kill(workers)
+            return
+        forwarded.append(signum)
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signum)
+
+    with _handlers(forward):
+        status = _wait_for(workers)
+    if forwarded:
+        from cvtrain.errors import Stopped
+
+        raise Stopped("", status or 128 + forwarded[0])  # rank 0 has said where it stopped
+    return status
+
+
+def _wait_for(workers: list[subprocess.Popen]) -> int:
+    """The first non-zero exit status (0 if none); a failure ends the other workers."""
+    status, running = 0, list(workers)
     try:
-        while workers:
-            for worker in list(workers):
+        while running:
+            for worker in list(running):
                 code = worker.poll()
                 if code is None:
                     continue
-                workers.remove(worker)
+                running.remove(worker)
                 if code != 0 and status == 0:
-                    status = code
-                    for other in workers:
-                        other.terminate()
+                    status = code if code > 0 else 128 - code  # killed by a signal: 128 + its number
+                    _kill(running)
             time.sleep(0.05)
-    except KeyboardInterrupt:
-        for worker in workers:
-            worker.terminate()
-        raise
+    finally:
+        _kill(running)  # never leave a worker behind, whatever happened here
     return status
+
+
+def _kill(workers: list[subprocess.Popen]) -> None:
+    """SIGKILL the live workers and reap them. Not SIGTERM: a worker saves on SIGTERM, and
+    a rank blocked in a collective with a dead peer never gets back to Python to do so."""
+    for worker in workers:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+
+
+@contextlib.contextmanager
+def _handlers(handler):
+    """Install `handler` for the stop signals while the workers run (main thread only)."""
+    from cvtrain.engine.stopping import STOP_SIGNALS
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _die_with_parent() -> None:
+    """In a new worker (Linux): receive SIGTERM when the launcher dies, however it dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def python_module_command(module: str, *args: str) -> list[str]:

@@ -30,14 +30,22 @@ class ShardedBatchSampler(Sampler[list[int]]):
             )
         self.size, self.global_batch, self.rank, self.world = size, global_batch, rank, world
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
-        self.epoch = 0
+        self.epoch, self.start = 0, 0
+        # Seeds the DataLoader's worker processes per epoch and rank, so they never draw
+        # from (and shift) the global RNG: a resumed run's random streams stay the same.
+        self.worker_seeds = torch.Generator()
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Iterate epoch `epoch` from its batch `start` (a run resumed mid-epoch)."""
+        self.epoch, self.start = epoch, start
+        self.worker_seeds.manual_seed(self.seed + 7919 * epoch + self.rank)
 
-    def __len__(self) -> int:
+    def batches_per_epoch(self) -> int:
         full, rest = divmod(self.size, self.global_batch)
         return full if self.drop_last or rest == 0 else full + 1
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch() - self.start
 
     def __iter__(self) -> Iterator[list[int]]:
         if self.shuffle:
@@ -45,7 +53,7 @@ class ShardedBatchSampler(Sampler[list[int]]):
             order = torch.randperm(self.size, generator=generator)
         else:
             order = torch.arange(self.size)
-        for b in range(len(self)):
+        for b in range(self.start, self.batches_per_epoch()):
             batch = order[b * self.global_batch : (b + 1) * self.global_batch]
             yield batch[self.rank :: self.world].tolist()
 
@@ -88,5 +96,5 @@ def build_loader(
         return TensorBatchLoader(dataset, sampler)
     return DataLoader(
         dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate,
-        pin_memory=pin_memory, persistent_workers=num_workers > 0,
+        pin_memory=pin_memory, persistent_workers=num_workers > 0, generator=sampler.worker_seeds,
     )

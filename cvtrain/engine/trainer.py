@@ -29,8 +29,9 @@ from cvtrain.engine.optim import build_optimizer, build_scheduler
 from cvtrain.engine.precision import resolve as resolve_precision
 from cvtrain.engine.progress import Progress
 from cvtrain.engine.records import MetricsWriter, plot_curves, read_metrics
+from cvtrain.engine.stopping import StopRequests, requeue_slurm_job, signal_name
 from cvtrain.engine.task import Task
-from cvtrain.errors import UserError, unknown_choice
+from cvtrain.errors import NonFiniteLoss, Stopped, UserError, unknown_choice
 
 log = logging.getLogger("cvtrain")
 
@@ -50,6 +51,13 @@ class Trainer:
         self._build_models()
         self.writer = MetricsWriter(self.run_dir, cfg.logger.tensorboard, self.env.is_main)
         self.epoch, self.global_step, self.best, self.best_epoch = 0, 0, None, None
+        self.batch_in_epoch = 0  # batches of the current epoch already trained (a mid-epoch last.pt)
+        self.train_sums: dict[str, torch.Tensor] = {}  # logged losses since the last evaluation ...
+        self.train_count = 0  # ... and the batches they sum over
+        self.stops = StopRequests()
+        self._nonfinite: dict[str, torch.Tensor] = {}  # per optimizer: a NaN/inf loss this cycle
+        self._bad_steps = 0  # optimizer steps skipped in a row for a non-finite loss
+        self._skipped: list[str] = []  # optimizers whose step this batch skipped (non-finite loss)
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, Any] = {}
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.needs_scaler)
@@ -112,9 +120,14 @@ class Trainer:
         optimizer = self.optimizers[name]
         if self._micro == 0:
             optimizer.zero_grad(set_to_none=True)  # drop gradients another loss left here
+        finite = torch.isfinite(loss.detach()).all()  # no sync here: checked once per cycle
+        self._nonfinite[name] = self._nonfinite[name] | ~finite if name in self._nonfinite else ~finite
         with self.precision.without_autocast():
             self.scaler.scale(loss / self.tcfg.grad_accum).backward()
         if not self._boundary:
+            return
+        if self._cycle_was_nonfinite(name):
+            optimizer.zero_grad(set_to_none=True)  # never apply a NaN update
             return
         if self.tcfg.clip_grad_norm > 0:
             self.scaler.unscale_(optimizer)
@@ -124,6 +137,17 @@ class Trainer:
         self.schedulers[name].step()
         optimizer.zero_grad(set_to_none=True)
         self._stepped = True
+
+    def _cycle_was_nonfinite(self, name: str) -> bool:
+        """Whether any rank saw a NaN/inf loss for `name` in this accumulation cycle
+        (every rank must agree, or one would step and the other not)."""
+        flag = self._nonfinite.pop(name).to(torch.int32)
+        if self.env.enabled:
+            dist.all_reduce_sum(flag)
+        if not flag.item():
+            return False
+        self._skipped.append(name)
+        return True
 
     def _sync_context(self):
         """Skip DDP's gradient all-reduce on micro-steps that do not end a cycle."""
@@ -138,7 +162,7 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         """Train until epochs or max_steps run out; returns the last evaluation."""
         train_loader, val_loader = self.loader("train", True), self.loader("val", False)
-        steps_per_epoch = max(1, len(train_loader) // self.tcfg.grad_accum)
+        steps_per_epoch = max(1, train_loader.batch_sampler.batches_per_epoch() // self.tcfg.grad_accum)
         self._build_optimizers(steps_per_epoch)
         self._maybe_resume()
         if self._done() and self.global_step > 0:  # a requeue or resume of a finished run
@@ -152,12 +176,14 @@ class Trainer:
             steps_per_epoch, self.env.world_size, self.run_dir,
         )
         results: dict[str, float] = {}
-        while not self._done():
-            results = self._train_epoch(train_loader, val_loader) or results
-            self.epoch += 1
-            if self._eval_due_at_epoch_end():
-                results = self._validate(val_loader)
-            self._save("last")
+        with self.stops:
+            while not self._done():
+                results = self._train_epoch(train_loader, val_loader) or results
+                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                if self._eval_due_at_epoch_end():
+                    results = self._validate(val_loader)
+                self._save("last")
+                self._stop_if_requested(saved=self.tcfg.save_last)
         if not results:
             results = self._validate(val_loader)
         if self.env.is_main and self.cfg.logger.images:
@@ -179,32 +205,87 @@ class Trainer:
         for module in self.task.models.values():
             module.train()
         self.task.active = self.train_modules
-        loader.batch_sampler.set_epoch(self.epoch)
+        start = self.batch_in_epoch  # > 0 when resuming from a mid-epoch last.pt
+        sampler = loader.batch_sampler
+        sampler.set_epoch(self.epoch, start)
+        total = sampler.batches_per_epoch()
         progress = Progress(self.tcfg.progress, self.env.is_main)
-        progress.start(f"epoch {self.epoch + 1}", len(loader))
+        progress.start(f"epoch {self.epoch + 1}", total)
+        progress.advance(start)
         sums: dict[str, torch.Tensor] = {}
         count, samples, results, accum = 0, 0, None, self.tcfg.grad_accum
-        for i, batch in enumerate(loader):
+        for i, batch in enumerate(loader, start=start):
             self._micro = i % accum
-            self._boundary = self._micro == accum - 1 or i == len(loader) - 1
-            self._stepped = False
+            self._boundary = self._micro == accum - 1 or i == total - 1
+            self._stepped, self._skipped = False, []
             batch = move_batch(batch, self.device, self.tcfg.channels_last)
             with self._sync_context(), self.precision.autocast():
                 logs = self.task.train_step(batch, self.step)
             samples += _batch_size(batch) * self.env.world_size
-            for key, value in logs.items():
-                sums[key] = sums.get(key, 0) + value.detach().float()
-            count += 1
+            logs = {key: value.detach().float() for key, value in logs.items()}
+            if not self._skip_nonfinite(logs):
+                _add(sums, logs)
+                _add(self.train_sums, logs)
+                count, self.train_count = count + 1, self.train_count + 1
+            if self._boundary:
+                self.batch_in_epoch = i + 1
             if self._stepped:
                 results = self._after_optimizer_step(val_loader) or results
             values = None
-            if self._boundary and (self.global_step % self.tcfg.log_every == 0 or i == len(loader) - 1):
+            if self._boundary and (self.global_step % self.tcfg.log_every == 0 or i == total - 1):
                 values, sums, count = self._log_values(sums, count), {}, 0
             progress.advance(1, values, samples)
+            if self._boundary:
+                self._stop_if_requested(saved=False, progress=progress)
             if self._done():
                 break
         progress.stop()
         return results
+
+    def _skip_nonfinite(self, logs: dict[str, torch.Tensor]) -> bool:
+        """After a step skipped for a NaN/inf loss: go on (up to trainer.nonfinite_patience
+        skipped steps in a row; True: leave this batch out of the logged means) or stop
+        with a line that names the loss and the fixes."""
+        if not self._boundary:
+            return False
+        if not self._skipped:
+            self._bad_steps = 0
+            return False
+        self._bad_steps += 1
+        bad = [k for k, v in logs.items() if not math.isfinite(float(v))] or [
+            f"the loss of optimizer '{name}' on another rank" for name in self._skipped]
+        where = f"step {self.global_step + 1} (epoch {self.epoch + 1})"
+        if self._bad_steps <= self.tcfg.nonfinite_patience:
+            log.warning("skipped %s: non-finite %s (%d in a row)", where, ", ".join(bad), self._bad_steps)
+            return True
+        saved = [p.name for p in (self.run_dir / "checkpoints").glob("*.pt")]
+        kept = f"; {' and '.join(sorted(saved))} keep the last finite weights" if saved else ""
+        raise NonFiniteLoss(
+            f"the loss became non-finite ({', '.join(f'{k}={float(logs[k])}' if k in logs else k for k in bad)}) at "
+            f"{where}{kept}. Lower optimizer.lr (now {self.cfg.optimizer.lr:g}), clip gradients "
+            "(trainer.clip_grad_norm=1.0), use trainer.precision=fp32, or allow skips with trainer.nonfinite_patience=N."
+        )
+
+    def _stop_if_requested(self, saved: bool, progress: Progress | None = None) -> None:
+        """Honour a signal on every rank at the same step: save last.pt (unless just saved),
+        requeue under SLURM, and leave with the signal's conventional exit status."""
+        signum = self.stops.agreed(self.device, self.env.enabled)
+        if not signum:
+            return
+        if progress is not None:
+            progress.stop()
+        if not saved:
+            self._save("last", force=True)
+        requeued = ""
+        if self.env.is_main and self.tcfg.slurm_requeue:
+            requeued = requeue_slurm_job(signum, self.stops.previous_handler(signum))
+        self.writer.close()
+        where = (f"epoch {self.epoch + 1}, batch {self.batch_in_epoch}" if self.batch_in_epoch
+                 else f"the end of epoch {self.epoch}")
+        then = requeued or f"continue with the same command and resume={self.run_dir}"
+        message = (f"stopped by {signal_name(signum)} at {where} (step {self.global_step}); "
+                   f"saved {self.run_dir / 'checkpoints' / 'last.pt'}; {then}.")
+        raise Stopped(message if self.env.is_main else "", 128 + signum)
 
     def _after_optimizer_step(self, val_loader) -> dict[str, float] | None:
         self.scaler.update()
@@ -219,6 +300,17 @@ class Trainer:
                 module.train()
             return results
         return None
+
+    def _train_record(self) -> dict[str, float]:
+        """The mean of each logged loss since the last evaluation (over all ranks), as
+        train_<name>: metrics.jsonl shows how training went, not only validation."""
+        if not self.train_count:
+            return {}
+        keys = sorted(self.train_sums)
+        totals = torch.stack([self.train_sums[k] for k in keys] + [torch.tensor(float(self.train_count))])
+        totals = dist.all_reduce_sum(totals.to(self.device)).cpu()
+        self.train_sums, self.train_count = {}, 0
+        return {f"train_{k}": float(v / totals[-1]) for k, v in zip(keys, totals[:-1])}
 
     def _log_values(self, sums: dict[str, torch.Tensor], count: int) -> dict[str, float]:
         values = {k: float(v) / count for k, v in sums.items()}
@@ -249,6 +341,7 @@ class Trainer:
 
     def _validate(self, loader) -> dict[str, float]:
         t0 = time.perf_counter()
+        train = self._train_record()
         results = self.evaluate(loader, f"val {self.epoch}")
         name, mode = self.task.monitor()
         if name not in results:
@@ -256,7 +349,8 @@ class Trainer:
         improved = self.best is None or (results[name] > self.best if mode == "max" else results[name] < self.best)
         if improved:
             self.best, self.best_epoch = results[name], self.epoch
-        record = {"epoch": self.epoch, "step": self.global_step, **results, "eval_seconds": time.perf_counter() - t0}
+        record = {"epoch": self.epoch, "step": self.global_step, **results, **train,
+                  "eval_seconds": time.perf_counter() - t0}
         self.writer.write(record)
         log.info("val epoch %d step %d: %s", self.epoch, self.global_step, _fmt(results))
         if self.env.is_main and self.cfg.logger.images:
@@ -274,17 +368,34 @@ class Trainer:
             "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
             "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
             "scaler": self.scaler.state_dict(),
-            "trainer": {"epoch": self.epoch, "step": self.global_step, "best": self.best, "best_epoch": self.best_epoch},
+            "trainer": {
+                "epoch": self.epoch, "step": self.global_step, "best": self.best, "best_epoch": self.best_epoch,
+                "batch_in_epoch": self.batch_in_epoch,
+                "train_sums": {k: v.cpu() for k, v in self.train_sums.items()}, "train_count": self.train_count,
+            },
             "rng": rng,  # one entry per rank
             "config": OmegaConf.to_container(self.cfg, resolve=True, enum_to_str=True),
             "task": self.task.state_dict(),
         }
 
-    def _save(self, which: str) -> None:
+    def _save(self, which: str, force: bool = False) -> None:
+        """Write checkpoints/<which>.pt from rank 0 (every rank takes part: RNG states).
+        Non-finite weights are never written: the file keeps the last finite state."""
+        self._check_finite_weights()
         rng = dist.gather_objects(ckpt.rng_state())  # collective: every rank takes part
-        if self.env.is_main and (which != "last" or self.tcfg.save_last):
+        if self.env.is_main and (which != "last" or self.tcfg.save_last or force):
             ckpt.save_atomic(self._state(rng), self.run_dir / "checkpoints" / f"{which}.pt")
         dist.barrier()
+
+    def _check_finite_weights(self) -> None:
+        for name, module in self.task.models.items():
+            tensors = [t for t in module.state_dict().values() if t.is_floating_point()]
+            if tensors and not bool(torch.stack([t.isfinite().all() for t in tensors]).all()):
+                raise NonFiniteLoss(
+                    f"the weights of '{name}' became non-finite by step {self.global_step} (epoch {self.epoch + 1}); "
+                    "they were not saved, and the checkpoints keep the last finite state. Lower optimizer.lr, "
+                    "clip gradients (trainer.clip_grad_norm=1.0) or use trainer.precision=fp32."
+                )
 
     def _maybe_resume(self) -> None:
         path = self.run_dir / "checkpoints" / "last.pt"
@@ -298,8 +409,12 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         t = state["trainer"]
         self.epoch, self.global_step, self.best, self.best_epoch = t["epoch"], t["step"], t["best"], t["best_epoch"]
+        self.batch_in_epoch = t.get("batch_in_epoch", 0)
+        self.train_sums = {k: v.to(self.device) for k, v in t.get("train_sums", {}).items()}
+        self.train_count = t.get("train_count", 0)
         self._restore_rng(state["rng"])
-        log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.global_step)
+        inside = f", batch {self.batch_in_epoch} of epoch {self.epoch + 1}" if self.batch_in_epoch else ""
+        log.info("resumed from %s at epoch %d, step %d%s", path, self.epoch, self.global_step, inside)
 
     def _restore_rng(self, states: list[dict[str, Any]]) -> None:
         """Each rank continues its own random streams (dropout, augmentation); with another
@@ -332,6 +447,11 @@ def _load_module(module: nn.Module, states: dict[str, Any], name: str) -> None:
         first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
         raise UserError(f"the checkpoint's '{name}' weights do not fit this model ({first[:150]}); "
                         "evaluate with the model config it was trained with.") from error
+
+
+def _add(sums: dict[str, torch.Tensor], values: dict[str, torch.Tensor]) -> None:
+    for key, value in values.items():
+        sums[key] = sums[key] + value if key in sums else value
 
 
 def _last_record(run_dir: Path) -> dict[str, float]:
