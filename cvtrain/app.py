@@ -7,6 +7,7 @@ it saves the resolved config in the run folder and starts that many worker proce
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -27,14 +28,42 @@ def run(cfg: DictConfig) -> None:
     """The body of `cvtrain`: called once per job, with Hydra's run folder current."""
     from hydra.core.hydra_config import HydraConfig
 
-    check_complete(cfg)
-    check_compatible(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    overrides = list(HydraConfig.get().overrides.task)
-    if cfg.mode == Mode.train and cfg.trainer.devices > 1 and not _in_distributed_job():
-        _launch_distributed(cfg, run_dir)
-        return
-    execute(cfg, run_dir, overrides)
+    with _discarded_on_failure(run_dir):
+        check_complete(cfg)
+        check_compatible(cfg)
+        overrides = list(HydraConfig.get().overrides.task)
+        if cfg.mode == Mode.train and cfg.trainer.devices > 1 and not _in_distributed_job():
+            _launch_distributed(cfg, run_dir)
+            return
+        execute(cfg, run_dir, overrides)
+
+
+@contextlib.contextmanager
+def _discarded_on_failure(run_dir: Path):
+    """A run that fails before writing a checkpoint or metrics removes the folder it
+    created: each mistyped path would otherwise leave one more empty run folder among
+    the real ones. `discard_if_unused` keeps resumed runs and any folder with results.
+    Here, not in the workers: the folder is this process's, and the workers have exited."""
+    from cvtrain.config.rundir import created_here, discard_if_unused
+
+    try:
+        yield
+    except BaseException:
+        if created_here(run_dir):
+            _close_log_files(run_dir)
+            discard_if_unused(run_dir)
+        raise
+
+
+def _close_log_files(run_dir: Path) -> None:
+    """Close the handlers writing into `run_dir` (train.log) before it is removed, so no
+    open file keeps it alive (Windows) or takes later messages into a deleted file."""
+    for handler in list(log.handlers):
+        filename = getattr(handler, "baseFilename", None)
+        if filename and Path(filename).resolve().is_relative_to(run_dir.resolve()):
+            log.removeHandler(handler)
+            handler.close()
 
 
 def check_complete(cfg: DictConfig) -> None:

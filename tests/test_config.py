@@ -145,7 +145,7 @@ def test_two_runs_started_in_one_second_get_two_folders(tmp_path, monkeypatch):
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     monkeypatch.setattr(time_module, "strftime", lambda fmt: "2026-01-01_00-00-00")
     first = rundir.run_dir(str(tmp_path), "train", False)
-    Path(first).mkdir()
+    assert Path(first).is_dir(), "the folder is claimed (created) when it is chosen"
     assert rundir.run_dir(str(tmp_path), "train", False) == first, "one run resolves its folder once"
     monkeypatch.delenv(rundir.STAMP_ENV)  # as in a second process started the same second
     second = rundir.run_dir(str(tmp_path), "train", False)
