@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from cvtrain.data.image_files import first_missing
+from cvtrain.data.image_files import first_missing, verify_images, wants_verify
 from cvtrain.errors import UserError
 from cvtrain.registry import DATASETS
 
@@ -58,6 +58,8 @@ def coco_captions(cfg, split: str) -> CaptionedImages:
     if missing:
         raise UserError(f"dataset.root: image '{missing}' named in {annotations.name} is missing; "
                         "point dataset.root at the folder of that json's images.")
+    if wants_verify(cfg):  # every image of the json (all splits) at once: one list of all unreadable ones
+        verify_images(root / images[i] for i in ids)
     return CaptionedImages([captions[i] for i in chosen], chosen, paths=paths)
 
 

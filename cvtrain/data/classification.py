@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from cvtrain.data.image_files import verify_images, wants_verify
 from cvtrain.data.memory import InMemoryDataset
 from cvtrain.errors import UserError
 from cvtrain.registry import DATASETS
@@ -346,6 +347,8 @@ def image_folder(cfg: Any, split: str) -> Dataset:
         )
     label_of = {c: i for i, c in enumerate(classes)}
     samples = [(p, label_of[c]) for c in sorted(splits[split]) for p in splits[split][c]]
+    if wants_verify(cfg):  # every split's files at once: one list of all unreadable ones
+        verify_images(sorted({p for found in splits.values() for paths in found.values() for p in paths}))
     return ImageFolderDataset(samples, classes, size)
 
 

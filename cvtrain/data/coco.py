@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from cvtrain.data.image_files import first_missing
+from cvtrain.data.image_files import first_missing, verify_images
 from cvtrain.errors import UserError
 from cvtrain.metrics.detection.categories import validate_categories
 from cvtrain.metrics.jsonfiles import read_json
@@ -55,7 +55,8 @@ def split_paths(cfg: Any, split: str) -> tuple[Path, Path]:
 class CocoInstances:
     """The images and instance annotations of one COCO json, checked on load."""
 
-    def __init__(self, annotations: str | Path, image_dir: str | Path, classes: Sequence[str] | None = None):
+    def __init__(self, annotations: str | Path, image_dir: str | Path, classes: Sequence[str] | None = None,
+                 verify: bool = False):
         self.annotations_path, self.image_dir = Path(annotations), Path(image_dir)
         where = f"dataset.annotations: '{self.annotations_path}'"
         data = read_json(self.annotations_path, "annotations")
@@ -86,6 +87,8 @@ class CocoInstances:
         if missing:
             raise UserError(f"dataset.image_dir: image '{missing}' named in "
                             f"{self.annotations_path.name} is missing; point it at that json's image folder.")
+        if verify:  # dataset.verify: decode every image now, not one failure an epoch later
+            verify_images(self.path(i) for i in range(len(self.images)))
 
     def __len__(self) -> int:
         return len(self.images)

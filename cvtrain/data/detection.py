@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import Dataset
 
 from cvtrain.data.coco import CocoInstances, split_paths
-from cvtrain.data.image_files import first_missing, open_rgb
+from cvtrain.data.image_files import first_missing, open_rgb, verify_images, wants_verify
 from cvtrain.data.voc import (
     annotations_dir,
     class_names,
@@ -200,7 +200,7 @@ class CocoDetection(DetectionDataset):
 
 def _coco(cfg, split: str) -> CocoInstances:
     annotations, image_dir = split_paths(cfg, split)
-    return CocoInstances(annotations, image_dir, classes=cfg.classes)
+    return CocoInstances(annotations, image_dir, classes=cfg.classes, verify=wants_verify(cfg))
 
 
 @DATASETS.register("coco", family="detection")
@@ -226,7 +226,7 @@ class VocDetection(DetectionDataset):
     and coco_ground_truth() needs every box anyway. Images are read per sample.
     """
 
-    def __init__(self, root: Path, ids: list[str], classes: list[str]):
+    def __init__(self, root: Path, ids: list[str], classes: list[str], verify: bool = False):
         folder = annotations_dir(root)
         self.ids = ids
         self.class_names = list(classes)
@@ -236,6 +236,8 @@ class VocDetection(DetectionDataset):
         if missing:
             raise UserError(f"dataset.root: image '{missing}' listed in the split file is missing; point "
                             "dataset.root at a complete VOC year folder.")
+        if verify:
+            verify_images(self.paths)
         self.records = []
         for image_id in ids:
             record = read_annotation(folder / f"{image_id}.xml", self.class_names)
@@ -287,4 +289,4 @@ class VocDetection(DetectionDataset):
 def voc_detection(cfg, split: str) -> VocDetection:
     """VOC boxes of ImageSets/Main/<split>.txt; classes: dataset.classes, else the 20 VOC classes."""
     root = voc_root(cfg)
-    return VocDetection(root, split_ids(root, "detection", cfg, split), class_names(cfg))
+    return VocDetection(root, split_ids(root, "detection", cfg, split), class_names(cfg), verify=wants_verify(cfg))

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from cvtrain.data.coco import IGNORE, CocoInstances, split_paths
-from cvtrain.data.image_files import first_missing, open_rgb
+from cvtrain.data.image_files import first_missing, open_rgb, verify_images, wants_verify
 from cvtrain.data.memory import InMemoryDataset
 from cvtrain.data.voc import class_names as voc_class_names
 from cvtrain.data.voc import split_ids, voc_root
@@ -96,13 +96,15 @@ def check_mask(mask: np.ndarray, num_classes: int, source: str) -> None:
 class VocSegmentation(MaskFiles):
     """ROOT/JPEGImages/<id>.jpg and ROOT/SegmentationClass/<id>.png (palette indices)."""
 
-    def __init__(self, root: Path, ids: list[str], class_names: list[str], size: int):
+    def __init__(self, root: Path, ids: list[str], class_names: list[str], size: int, verify: bool = False):
         super().__init__([root / "JPEGImages" / f"{i}.jpg" for i in ids], class_names, size)
         self.mask_paths = [root / "SegmentationClass" / f"{i}.png" for i in ids]
         missing = first_missing(self.image_paths) or first_missing(self.mask_paths)  # a wrong folder shows at once
         if missing:
             raise UserError(f"dataset.root: '{missing}' is missing (listed in the split file); "
                             "restore it or remove its id from ImageSets/Segmentation/.")
+        if verify:
+            verify_images([*self.image_paths, *self.mask_paths], what="images and masks")
 
     def read_mask(self, i: int) -> tuple[np.ndarray, str]:
         from PIL import Image, UnidentifiedImageError
@@ -123,7 +125,8 @@ def voc_segmentation(cfg: Any, split: str) -> VocSegmentation:
     """Pascal VOC segmentation: 21 classes (background + 20), or background + dataset.classes."""
     root = voc_root(cfg)
     ids = split_ids(root, "segmentation", cfg, split)
-    return VocSegmentation(root, ids, [BACKGROUND, *voc_class_names(cfg)], int(cfg.image_size))
+    return VocSegmentation(root, ids, [BACKGROUND, *voc_class_names(cfg)], int(cfg.image_size),
+                           verify=wants_verify(cfg))
 
 
 # --- COCO instances as semantic masks ------------------------------------------------
@@ -148,5 +151,5 @@ class CocoSegmentation(MaskFiles):
 def coco_segmentation(cfg: Any, split: str) -> CocoSegmentation:
     """A COCO instances json and its image folder (dataset.annotations, dataset.image_dir)."""
     annotations, image_dir = split_paths(cfg, split)
-    coco = CocoInstances(annotations, image_dir, classes=cfg.classes)
+    coco = CocoInstances(annotations, image_dir, classes=cfg.classes, verify=wants_verify(cfg))
     return CocoSegmentation(coco, int(cfg.image_size))

@@ -3,7 +3,8 @@
 A checkpoint is a plain dict of tensors, numbers, strings and lists, so it loads under
 `torch.load(..., weights_only=True)`, which never runs code from the file. It is written
 to a temporary file in the same folder and moved into place with os.replace, so a crash
-mid-write leaves the previous checkpoint intact, never a truncated one.
+mid-write leaves the previous checkpoint intact, never a truncated one; the temporary
+file of a killed write is removed by the next save of that checkpoint.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 import tempfile
 import warnings
 import zipfile
@@ -26,9 +28,14 @@ FORMAT = 1
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save `obj` to `path` so that `path` is always either the old or the new file."""
+    """torch.save `obj` to `path` so that `path` is always either the old or the new file.
+
+    A write killed midway (SIGKILL, a node lost) leaves its `.NAME.XXXX.tmp` behind; such
+    leftovers of `path` are removed here, before the new one is written.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -39,6 +46,21 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete `.{name}.*.tmp` next to `path`: what interrupted save_atomic calls left."""
+    prefix = f".{path.name}."
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name.startswith(prefix) and entry.name.endswith(".tmp") and entry.is_file(follow_symlinks=False):
+            try:
+                os.unlink(entry.path)
+            except OSError:
+                pass  # gone already, or not ours to delete: it only wastes space
 
 
 def load(path: str | os.PathLike) -> dict[str, Any]:
@@ -62,16 +84,41 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     return obj
 
 
+# How torch's weights-only unpickler words a refusal, across versions: "Unsupported global:
+# GLOBAL posix.system was not an allowed global by default" (2.4-2.6), "Trying to load
+# unsupported GLOBAL posix.system whose module posix is blocked" (newer), "Trying to call
+# reduce for unrecognized function <built-in function system>", "Can only build Tensor,
+# Parameter, OrderedDict or types allowlisted via `add_safe_globals`, but got <class 'x.Y'>".
+_GLOBAL = re.compile(r"\bGLOBAL\s+['\"`]?([A-Za-z_][\w.]*)", re.IGNORECASE)
+_NOT_NAMES = {"by", "was", "is", "whose", "in", "of", "from", "the", "a", "an", "that", "not", "to"}
+_REFUSED_OBJECT = re.compile(r"(?:unrecognized function|allowlisted[^<\n]*?but got)\s+<([^>\n]{1,120})>", re.IGNORECASE)
+_REFUSAL_WORDS = re.compile(r"unsupported global|allowed global|is blocked|allowlist|safe_globals|"
+                            r"unrecognized function", re.IGNORECASE)
+_UNSAFE = ("the file names Python code to import or call, which weights_only loading never runs); only load "
+           "checkpoints you trust, saved by cvtrain as plain tensors.")
+
+
 def _refusal(path: Path, error: Exception) -> UserError:
     """Unsafe content (a pickle that would import or call Python objects) or plain garbage."""
-    text = str(error)
-    if "Unsupported global" in text:
-        what = text.split("Unsupported global:", 1)[1].split("was not")[0].strip().rstrip(".")
-        return UserError(
-            f"checkpoint '{path}' refused: it would import or run Python objects ({what[:80]}), which "
-            "weights_only loading never does; only load checkpoints you trust, saved as plain tensors."
-        )
+    text = " ".join(str(error).split())
+    what = _refused_name(text)
+    if what:
+        return UserError(f"checkpoint '{path}' refused: it would import {what} ({_UNSAFE}")
+    if _REFUSAL_WORDS.search(text):
+        return UserError(f"checkpoint '{path}' refused: it would import or run Python objects ({_UNSAFE}")
     return UserError(f"checkpoint '{path}' is corrupt or truncated (not a torch checkpoint); use another copy.")
+
+
+def _refused_name(text: str) -> str | None:
+    """The global (module.name) or object that a refused pickle names, when the message says."""
+    names = [m[1].rstrip(".") for m in _GLOBAL.finditer(text) if m[1].lower() not in _NOT_NAMES]
+    if names:
+        return names[0][:80]
+    match = _REFUSED_OBJECT.search(text)
+    if match:  # "<built-in function system>", "<class 'x.Y'>"
+        words = match[1].replace("'", " ").split()
+        return words[-1][:80] if words else None
+    return None
 
 
 def rng_state() -> dict[str, Any]:
