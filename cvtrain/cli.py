@@ -11,7 +11,7 @@ import os
 import re
 import sys
 
-from cvtrain.errors import UserError
+from cvtrain.errors import Stopped, UserError
 
 _LOCAL_RANK_ARG = re.compile(r"^--local[-_]rank(=.*)?$")
 
@@ -19,10 +19,15 @@ _LOCAL_RANK_ARG = re.compile(r"^--local[-_]rank(=.*)?$")
 def main(argv: list[str] | None = None) -> None:
     """Entry point of `cvtrain` and `python -m cvtrain`."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if "--help" in args or "-h" in args:
-        from cvtrain.config.help import render_help
+    if "--help" in args or "-h" in args:  # `task=NAME --help`: what that task accepts
+        from cvtrain.config.help import render_help, task_from_args
 
-        print(render_help())
+        text: list[str] = []
+        run_reporting_errors(lambda: text.append(render_help(task_from_args(args))), _pop_debug(args))
+        try:
+            print(text[0])
+        except BrokenPipeError:  # `cvtrain --help | head`: the reader has gone, nothing to say
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return
     debug = _pop_debug(args)
     args = [a for a in args if not _LOCAL_RANK_ARG.match(a)]  # torchrun's legacy flag
@@ -35,6 +40,10 @@ def run_reporting_errors(body, debug: bool | None = None) -> None:
         debug = os.environ.get("CVTRAIN_DEBUG", "") not in ("", "0")
     try:
         body()
+    except Stopped as stop:  # a signal, honoured after saving: say where, exit 128 + signal
+        if str(stop):
+            print(f"cvtrain: {stop}", file=sys.stderr)
+        sys.exit(stop.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
@@ -107,7 +116,7 @@ def _exit_with(error: BaseException) -> None:
     if not _is_user_error(error):
         raise error
     print(f"cvtrain: error: {explain(error)}", file=sys.stderr)
-    sys.exit(UserError.exit_code)
+    sys.exit(getattr(error, "exit_code", UserError.exit_code))
 
 
 def _is_user_error(error: BaseException) -> bool:
@@ -122,6 +131,10 @@ def _is_user_error(error: BaseException) -> bool:
         pass
     if isinstance(error, ValueError) and _raised_by_hydra(error):
         return True  # Hydra's own flag checks, e.g. --cfg together with -m
+    from cvtrain.config.launcher_errors import launcher_failed
+
+    if launcher_failed(error):
+        return True  # a sweep's launcher plugin could not start (no SLURM here, a bad partition)
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))

@@ -12,7 +12,12 @@ def explain(error: BaseException) -> str:
     chain = _causes(error)
     for cause in chain:
         if isinstance(cause, UserError):
-            return str(cause)
+            return worker_message(cause)
+    from cvtrain.config.launcher_errors import explain_launcher_failure  # imports Hydra: only here
+
+    launcher = explain_launcher_failure(error)
+    if launcher:
+        return launcher
     for cause in chain:
         if type(cause).__name__ == "OverrideParseException":
             override = getattr(cause, "override", "") or str(cause).split(":", 1)[-1].split("^")[0].strip()
@@ -21,7 +26,31 @@ def explain(error: BaseException) -> str:
         line = _explain_omegaconf(cause)
         if line:
             return line
-    return _first_line(str(chain[0]))
+    return _first_line(worker_message(chain[0]))
+
+
+# torch's DataLoader re-raises a worker's exception in the main process as the same type,
+# with a message that holds the worker's whole traceback (ExceptionWrapper.reraise).
+_WORKER_WRAPPER = re.compile(r"\ACaught (?P<kind>[\w.]+) in (?P<where>[^\n]*?)\.?\n+Original Traceback", re.S)
+
+
+def worker_message(error: BaseException) -> str:
+    """The message `error` was raised with, also when a DataLoader worker raised it: then
+    torch's 'Caught X in DataLoader worker process N. Original Traceback ...' is dropped and
+    the worker's own message (the traceback's last entry) is kept."""
+    text = str(error)
+    if not _WORKER_WRAPPER.match(text):
+        return text
+    kind = type(error)
+    name = kind.__qualname__
+    qualified = name if kind.__module__ in ("builtins", "__main__") else f"{kind.__module__}.{name}"
+    for prefix in (f"\n{qualified}: ", f"\n{name}: "):  # traceback's 'module.Type: message' line
+        at = text.rfind(prefix)
+        if at >= 0:
+            return text[at + len(prefix):].strip()
+    last = text.strip().splitlines()[-1].strip()  # another layout: the last line, minus 'Type: '
+    kind_name, sep, message = last.partition(": ")
+    return message.strip() if sep and re.fullmatch(r"[\w.]+", kind_name) else last
 
 
 def _causes(error: BaseException) -> list[BaseException]:

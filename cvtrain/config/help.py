@@ -1,11 +1,18 @@
-"""`cvtrain --help`: the config groups and their options, read from conf/ (no Hydra, no torch)."""
+"""`cvtrain --help`: the config groups and their options, read from conf/ (no Hydra, no torch).
+
+`cvtrain task=NAME --help` narrows the model, dataset and loss groups to the options that
+task accepts and marks its defaults.
+"""
 
 from __future__ import annotations
 
-from cvtrain.config.groups import GROUPS, describe, options
+from cvtrain.config.groups import GROUPS, accepted, describe, options, task_defaults, task_families, uses_loss
+from cvtrain.errors import unknown_choice
 
-USAGE = """\
-usage: cvtrain [GROUP=OPTION ...] [KEY=VALUE ...] [-m] [--debug]
+USAGE_LINE = "usage: cvtrain [GROUP=OPTION ...] [KEY=VALUE ...] [-m] [--debug]"
+
+USAGE = f"""\
+{USAGE_LINE}
 
 Train, evaluate or predict with one composed config. Examples:
   cvtrain task=classification                       train with the task's defaults
@@ -15,7 +22,10 @@ Train, evaluate or predict with one composed config. Examples:
   cvtrain task=classification resume=true           continue the latest run
   cvtrain trainer.devices=2                         DistributedDataParallel, 2 processes
   cvtrain -m optimizer.lr=1e-3,1e-4                 a sweep (hydra/launcher=slurm on a cluster)
+  cvtrain task=detection --help                     the models, data sets and losses a task accepts
 """
+
+LAUNCHERS = "  hydra/launcher: basic, slurm (cvtrain's settings), submitit_slurm, submitit_local"
 
 FOOTER = """\
 Other keys: mode=train|eval|predict, seed=N, ckpt=PATH, input=GLOB, resume=true|RUN_FOLDER,
@@ -23,15 +33,55 @@ paths.output_dir=DIR. Every key of a group: cvtrain/config/schema.py, or `cvtrai
 --debug shows tracebacks; --hydra-help shows Hydra's own flags."""
 
 
-def render_help() -> str:
-    """The help text: usage, then each group with its options and their descriptions."""
-    lines = [USAGE, "Config groups (GROUP=OPTION):"]
-    for group in GROUPS:
-        lines.append(f"  {group}:")
-        for option in options(group):
-            about = describe(group, option)
-            lines.append(f"    {option:<22}{about}" if about else f"    {option}")
-    lines.append("  hydra/launcher: basic, slurm (cvtrain's settings), submitit_slurm, submitit_local")
-    lines.append("")
-    lines.append(FOOTER)
-    return "\n".join(lines)
+def render_help(task: str | None = None) -> str:
+    """The help text: usage, then each group with its options and their descriptions.
+
+    With `task` (a name, or a sweep `a,b`), each task's section lists only what it accepts
+    and marks its defaults with `*`; an unknown task is a `UserError`.
+    """
+    if not task:
+        lines = [USAGE, "Config groups (GROUP=OPTION):"]
+        for group in GROUPS:
+            lines.append(f"  {group}:")
+            lines += [_option_line(group, option) for option in options(group)]
+        return "\n".join([*lines, LAUNCHERS, "", FOOTER])
+    tasks = [t.strip() for t in task.split(",") if t.strip()]
+    for name in tasks:
+        if name not in options("task"):
+            raise unknown_choice("task", name, options("task"), "Pick one with task=NAME.")
+    usage = USAGE_LINE.replace("cvtrain ", f"cvtrain task={task} ", 1)
+    lines = [usage, "(`cvtrain --help`: every task, model and data set, and examples.)", ""]
+    for name in tasks:
+        lines += [*_task_section(name), ""]
+    lines.pop()
+    return "\n".join([*lines, LAUNCHERS, "", FOOTER])
+
+
+def task_from_args(args: list[str]) -> str | None:
+    """The task a command line names (`task=NAME`; the last one wins, as in Hydra)."""
+    named = [a.split("=", 1)[1] for a in args if a.lstrip("+").startswith("task=")]
+    return named[-1] if named else None
+
+
+def _task_section(task: str) -> list[str]:
+    defaults = task_defaults(task)
+    families = ", ".join(task_families(task))
+    lines = [
+        f"task={task}: {describe('task', task)}",
+        "Defaults: " + " ".join(f"{group}={option}" for group, option in defaults.items()),
+        "",
+        f"What task={task} accepts (GROUP=OPTION; * marks its default):",
+    ]
+    for group in GROUPS[1:]:
+        if group == "loss" and not uses_loss(task):
+            lines.append(f"  loss: none to pick; the task computes its own loss (loss={defaults['loss']} is ignored)")
+            continue
+        lines.append(f"  model ({families} models):" if group == "model" and families else f"  {group}:")
+        lines += [_option_line(group, option, option == defaults[group]) for option in accepted(task, group)]
+    return lines
+
+
+def _option_line(group: str, option: str, default: bool = False) -> str:
+    about = describe(group, option)
+    line = f"  {'*' if default else ' '} {option:<22}{about}"
+    return line.rstrip()

@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib.util
 import re
 
-from cvtrain.config.groups import GROUPS, default_choice, model_family, options, task_families
+from cvtrain.config.groups import (
+    DATASET_TASKS, GROUPS, LOSS_TASKS, accepted, default_choice, model_family, options, task_families, uses_loss,
+)
 from cvtrain.errors import UserError, unknown_choice
 
 _GROUP_CHOICE = re.compile(r"^(?P<op>[+~]{0,2})(?P<key>[\w/]+)(@[\w.]+)?=(?P<value>.*)$")
@@ -34,14 +36,24 @@ def check_overrides(overrides: list[str]) -> None:
             chosen[key] = _check_choices(key, value)
         elif key == "hydra/launcher":
             _check_launcher(value)
-    _check_task_accepts_model(chosen)
+        elif key == "mode":
+            chosen[key] = _sweep_values(value)
+    _check_task_accepts_choices(chosen)
 
 
-def _check_task_accepts_model(chosen: dict[str, list[str]]) -> None:
-    """`task=captioning model=resnet18` is refused before its config is even composed."""
+def _check_task_accepts_choices(chosen: dict[str, list[str]]) -> None:
+    """`task=captioning model=resnet18` or `task=detection dataset=digits` is refused
+    before its config is even composed. An eval or predict run that names no task takes
+    the checkpoint's, so its data set and loss are left to the task to check."""
+    from_checkpoint = "task" not in chosen and any(mode != "train" for mode in chosen.get("mode", []))
     for task in chosen.get("task") or [default_choice("task")]:
         for model in chosen.get("model", []):
             check_task_accepts(task, task_families(task), model, model_family(model))
+        if from_checkpoint:
+            continue
+        for group in ("dataset", "loss"):
+            for option in chosen.get(group, []):
+                check_task_accepts_option(task, group, option)
 
 
 def check_task_accepts(task: str, families: list[str], model: str, family: str) -> None:
@@ -49,6 +61,18 @@ def check_task_accepts(task: str, families: list[str], model: str, family: str) 
     if families and family not in families:
         fits = [m for m in options("model") if model_family(m) in families]
         raise UserError(f"task={task} cannot train model={model} (a {family} model); pick one of: {', '.join(fits)}.")
+
+
+def check_task_accepts_option(task: str, group: str, option: str) -> None:
+    """A data set or loss that cannot feed `task` is refused, naming the ones that can."""
+    fits = accepted(task, group)
+    if option in fits:
+        return
+    if group == "loss" and not uses_loss(task):
+        raise UserError(f"task={task} computes its own loss, so loss={option} would be ignored; drop loss={option}.")
+    feeds = {"dataset": DATASET_TASKS, "loss": LOSS_TASKS}[group].get(option, ())
+    about = f" (a {group} for {', '.join(feeds)})" if feeds else ""
+    raise UserError(f"task={task} cannot use {group}={option}{about}; pick one of: {', '.join(fits)}.")
 
 
 def _check_choices(group: str, value: str) -> list[str]:

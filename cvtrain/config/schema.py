@@ -177,6 +177,7 @@ class DatasetConfig:
     image_dir: Optional[str] = None  # COCO: image folder ("{root}" and "{split}" are filled in)
     splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "val": "val", "test": "test"})
     classes: Optional[list[str]] = None  # the class list expected of the annotations (checked before training)
+    verify: bool = False  # decode every image file once before training and list all unreadable ones (image files only)
 
 
 @dataclass
@@ -228,6 +229,8 @@ class TrainerConfig:
     progress: Progress = Progress.auto
     num_threads: int = 0  # torch CPU threads; 0 keeps torch's default
     save_last: bool = True
+    nonfinite_patience: int = 0  # optimizer steps with a NaN/inf loss skipped in a row before stopping (0: stop at once)
+    slurm_requeue: bool = True  # on SIGUSR1/SIGUSR2 under SLURM: save, then requeue the job (it resumes by itself)
 
 
 @dataclass
