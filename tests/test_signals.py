@@ -163,3 +163,38 @@ def test_sigkill_of_the_launcher_leaves_no_worker(tmp_path):
     # The workers got SIGTERM when their launcher died, so they saved before leaving.
     state = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
     assert state["trainer"]["batch_in_epoch"] >= 3
+
+
+def test_a_slurm_warning_signal_requeues_the_job_with_scontrol(tmp_path, monkeypatch):
+    from cvtrain.engine.stopping import requeue_slurm_job
+
+    calls = tmp_path / "calls"
+    fake = tmp_path / "bin" / "scontrol"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(fake.parent))
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    assert "requeued SLURM job 4242" in requeue_slurm_job(signal.SIGUSR1, signal.SIG_DFL)
+    assert calls.read_text().split() == ["requeue", "4242"]
+    assert requeue_slurm_job(signal.SIGTERM, signal.SIG_DFL) == "", "SIGTERM (the end) is not a warning"
+    monkeypatch.delenv("SLURM_JOB_ID")
+    assert requeue_slurm_job(signal.SIGUSR1, signal.SIG_DFL) == "", "not under SLURM: nothing to requeue"
+
+
+def test_submitits_own_handler_gets_the_signal_after_the_save(monkeypatch):
+    from cvtrain.engine.stopping import StopRequests, requeue_slurm_job
+
+    seen = []
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: seen.append(("submitit", signum)))
+    try:
+        with StopRequests() as stops:
+            os.kill(os.getpid(), signal.SIGUSR2)
+            os.kill(os.getpid(), signal.SIGUSR2)  # repeated: ignored
+            assert stops.signum == signal.SIGUSR2 and seen == [], "the handler only records the request"
+            monkeypatch.setenv("SLURM_JOB_ID", "7")
+            assert "handed over" in requeue_slurm_job(stops.signum, stops.previous_handler(stops.signum))
+        assert seen == [("submitit", signal.SIGUSR2)]
+        assert signal.getsignal(signal.SIGUSR2) is not None and signal.getsignal(signal.SIGUSR2) != stops._handle
+    finally:
+        signal.signal(signal.SIGUSR2, previous)

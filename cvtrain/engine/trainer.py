@@ -179,7 +179,7 @@ class Trainer:
         with self.stops:
             while not self._done():
                 results = self._train_epoch(train_loader, val_loader) or results
-                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                self.epoch += 1
                 if self._eval_due_at_epoch_end():
                     results = self._validate(val_loader)
                 self._save("last")
@@ -240,6 +240,7 @@ class Trainer:
             if self._done():
                 break
         progress.stop()
+        self.batch_in_epoch = 0  # the epoch is over: the next one starts at its first batch
         return results
 
     def _skip_nonfinite(self, logs: dict[str, torch.Tensor]) -> bool:
