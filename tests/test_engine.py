@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import compose_cfg
+from toy_tasks import Regression
 from torch import nn
 
 from cvtrain.data.memory import InMemoryDataset
@@ -100,33 +101,6 @@ def test_gradient_accumulation_steps_once_per_cycle(tmp_path):
 
 def test_accumulated_gradients_equal_one_large_batch(tmp_path):
     """Four micro-batches of 16 with grad_accum=4 give the 64-sample batch's step."""
-
-    class Regression(Task):
-        def build_models(self):
-            torch.manual_seed(0)
-            return {"model": nn.Linear(4, 1)}
-
-        def build_dataset(self, split):
-            g = torch.Generator().manual_seed(0)
-            x = torch.randn(64, 4, generator=g)
-            return InMemoryDataset({"x": x, "y": x.sum(1, keepdim=True)})
-
-        def train_step(self, batch, step):
-            loss = nn.functional.mse_loss(self.model(batch["x"]), batch["y"])
-            step("main", loss)
-            return {"loss": loss.detach()}
-
-        def start_eval(self, split):
-            self.errors = []
-
-        def eval_step(self, batch):
-            self.errors.append(nn.functional.mse_loss(self.model(batch["x"]), batch["y"]))
-
-        def finish_eval(self):
-            return {"mse": float(torch.stack(self.errors).mean())}
-
-        def monitor(self):
-            return "mse", "min"
 
     def weights_after(batch_size, accum, folder):
         cfg = _cfg(folder, "optimizer=sgd", "optimizer.lr=0.1", "optimizer.momentum=0", "optimizer.weight_decay=0",

@@ -8,51 +8,30 @@ import math
 import pytest
 import torch
 from conftest import compose_cfg, read_jsonl, run_cli
-from torch import nn
+from toy_tasks import Regression
 
-from cvtrain.data.memory import InMemoryDataset
-from cvtrain.engine.task import Task
 from cvtrain.engine.trainer import Trainer
 from cvtrain.errors import NonFiniteLoss
 
 
-class PoisonedRegression(Task):
+class PoisonedRegression(Regression):
     """Fit y = 2x; the loss of the batches numbered in `poisoned` (0-based) is NaN."""
 
-    name = "poisoned_regression"
+    features, samples = 1, 256
 
     def __init__(self, cfg, poisoned=()):
         super().__init__(cfg)
         self.poisoned, self.batches = set(poisoned), 0
         self.weights_seen: list[torch.Tensor] = []
 
-    def build_models(self):
-        return {"model": nn.Linear(1, 1)}
-
-    def build_dataset(self, split):
-        x = torch.linspace(-1, 1, 256).unsqueeze(1)
-        return InMemoryDataset({"x": x, "y": 2 * x})
-
     def train_step(self, batch, step):
         self.weights_seen.append(self.models["model"].weight.detach().clone())
-        loss = nn.functional.mse_loss(self.model(batch["x"]), batch["y"])
+        loss = self.loss(batch)
         if self.batches in self.poisoned:
             loss = loss * float("nan")
         self.batches += 1
         step("main", loss)
         return {"loss": loss.detach()}
-
-    def start_eval(self, split):
-        self.errors = []
-
-    def eval_step(self, batch):
-        self.errors.append(nn.functional.mse_loss(self.model(batch["x"]), batch["y"]))
-
-    def finish_eval(self):
-        return {"mse": float(torch.stack(self.errors).mean())}
-
-    def monitor(self):
-        return "mse", "min"
 
 
 def _trainer(tmp_path, poisoned, *overrides):
@@ -77,9 +56,9 @@ def test_a_nan_loss_stops_with_its_name_and_step_and_applies_no_update(tmp_path)
 
 
 def test_patience_skips_bad_steps_in_a_row_then_gives_up(tmp_path):
-    task, trainer = _trainer(tmp_path / "skip", {3, 4}, "trainer.nonfinite_patience=2")
+    task, trainer = _trainer(tmp_path / "skip", {3, 4}, "trainer.nonfinite_patience=2", "trainer.epochs=4")
     results = trainer.fit()
-    assert trainer.global_step == 16 - 2, "two steps skipped, the rest taken"
+    assert trainer.global_step == 32 - 2, "two steps skipped, the rest taken"
     assert math.isfinite(results["mse"]) and results["mse"] < 0.05, "it still learned"
     records = read_jsonl(tmp_path / "skip" / "metrics.jsonl")
     assert all(math.isfinite(r["train_loss"]) for r in records), "skipped batches stay out of the logged loss"
