@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: install train test bench clean
+.PHONY: install train test test-quick bench clean
 
 install: $(VENV)/.installed
 
@@ -21,6 +21,10 @@ train: install
 
 test: install
 	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
+
+# Everything but the end-to-end runs marked slow (the contract over every model, signals, races).
+test-quick: install
+	$(BIN)/python -m pytest -q -n 2 -m "not slow" $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python scripts/bench_throughput.py

@@ -138,7 +138,8 @@ class CaptioningTask(Task):
         scores = None
         if env_from_os().is_main:
             refs = self._eval_references()
-            scores = score_captions({i: refs[i] for i in generated}, {i: [c] for i, c in generated.items()})
+            scores = score_captions({i: refs[i] for i in generated}, {i: [c] for i, c in generated.items()},
+                                    meteor="meteor" in self.cfg.task.metrics)  # METEOR starts a JVM: opt out
         return broadcast_object(scores)
 
     def _eval_references(self) -> list[list[str]]:
