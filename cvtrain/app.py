@@ -158,7 +158,7 @@ def merge_checkpoint_config(cfg: DictConfig, saved: dict, overrides: list[str]) 
 
 
 def _evaluate(trainer, task, cfg, run_dir: Path, is_main: bool) -> dict:
-    results = trainer.evaluate(trainer.loader(cfg.split, train=False), f"eval {cfg.split}", cfg.split)
+    results = trainer.evaluate(trainer.eval_batches(cfg.split), f"eval {cfg.split}", cfg.split)
     if is_main:
         (run_dir / "eval.json").write_text(json.dumps({"split": cfg.split, "ckpt": cfg.ckpt, **results}, indent=2))
         if cfg.logger.images:

@@ -232,3 +232,26 @@ def test_batch_size_counts_a_detection_batch_by_its_images_not_their_channels():
     assert _batch_size(collate_detection(samples)) == 5
     assert _batch_size({"image": torch.zeros(7, 3, 4, 4), "label": torch.zeros(7)}) == 7
     assert _batch_size((torch.zeros(6, 2), torch.zeros(6))) == 6
+
+
+def test_a_task_can_evaluate_without_a_data_set(tmp_path):
+    """A generator is scored on noise it draws itself: no validation data set exists."""
+
+    class SamplesOnly(ToyGAN):
+        def build_dataset(self, split):
+            if split != "train":
+                raise AssertionError("evaluation must not build a data set")
+            return super().build_dataset(split)
+
+        def eval_batches(self, split, env):
+            seeds = range(env.rank, 8, env.world_size)  # this rank's share of 8 seeded batches
+            return [{"x": torch.randn(64, 1, generator=torch.Generator().manual_seed(s))} for s in seeds]
+
+        def eval_step(self, batch):
+            self.seen = getattr(self, "seen", 0) + 1
+            super().eval_step(batch)
+
+    task = SamplesOnly(_cfg(tmp_path, "trainer.epochs=2"))
+    results = Trainer(task.cfg, task, tmp_path).fit()
+    assert task.seen == 2 * 8, "each evaluation ran over the task's own 8 batches"
+    assert results["mean_error"] < 1.0

@@ -59,6 +59,12 @@ class Task:
         raise NotImplementedError
 
     # --- evaluation -----------------------------------------------------------
+    def eval_batches(self, split: str, env) -> Iterable[Any] | None:
+        """Evaluation input that is not a data set (analogy queries, noise seeds for a
+        generator): an iterable of batches for this rank (`env.rank` of `env.world_size`),
+        each passed to eval_step. None (the default): a loader over build_dataset(split)."""
+        return None
+
     def start_eval(self, split: str) -> None:
         """Reset the metrics before evaluating `split` (val during training)."""
 

@@ -104,6 +104,12 @@ class Trainer:
             num_workers=dcfg.num_workers, collate=self.task.collate(), pin_memory=self.device.type == "cuda",
         )
 
+    def eval_batches(self, split: str):
+        """What evaluation iterates for `split`: the task's own batches when it has them
+        (word2vec's analogy queries, a generator's noise seeds), else a data loader."""
+        own = self.task.eval_batches(split, self.env)
+        return own if own is not None else self.loader(split, train=False)
+
     # --- optimization ---------------------------------------------------------
     def _build_optimizers(self, steps_per_epoch: int) -> None:
         total = self.tcfg.max_steps if self.tcfg.max_steps > 0 else self.tcfg.epochs * steps_per_epoch
@@ -161,7 +167,7 @@ class Trainer:
     # --- the loop -------------------------------------------------------------
     def fit(self) -> dict[str, float]:
         """Train until epochs or max_steps run out; returns the last evaluation."""
-        train_loader, val_loader = self.loader("train", True), self.loader("val", False)
+        train_loader, val_loader = self.loader("train", True), self.eval_batches("val")
         steps_per_epoch = max(1, train_loader.batch_sampler.batches_per_epoch() // self.tcfg.grad_accum)
         self._build_optimizers(steps_per_epoch)
         self._maybe_resume()
@@ -331,7 +337,7 @@ class Trainer:
         self.task.active = modules
         self.task.start_eval(split)
         progress = Progress(self.tcfg.progress, self.env.is_main)
-        progress.start(description, len(loader))
+        progress.start(description, len(loader) if hasattr(loader, "__len__") else None)
         for batch in loader:
             batch = move_batch(batch, self.device, self.tcfg.channels_last)
             with self.precision.autocast():
