@@ -172,3 +172,18 @@ def test_a_launcher_that_fails_after_starting_is_one_line_too(tmp_path):
         "cvtrain: error: hydra/launcher=slurm failed to start the jobs: sbatch: error: invalid partition specified: gpu"
     ), ours[0]
     assert "drop hydra/launcher=slurm to run here" in ours[0]
+
+
+def test_an_unknown_model_or_data_set_lists_only_what_the_task_accepts():
+    from cvtrain.config.overrides import check_overrides
+    from cvtrain.errors import UserError
+
+    with pytest.raises(UserError) as error:
+        check_overrides(["model=fastr_rcnn", "task=detection"])  # the task may come after the model
+    assert "Did you mean 'faster_rcnn'?" in str(error.value)
+    assert str(error.value).split("Valid: ")[1].startswith("faster_rcnn, fcos, retinanet, ssd.")
+    with pytest.raises(UserError, match=r"Valid: coco, shapes, voc\."):
+        check_overrides(["task=segmentation", "dataset=vocc"])
+    with pytest.raises(UserError) as error:
+        check_overrides(["mode=eval", "model=resnt18"])  # the task will come from the checkpoint: list all
+    assert "faster_rcnn" in str(error.value) and "resnet18" in str(error.value)

@@ -26,26 +26,40 @@ _PLUGIN_LAUNCHERS = {
 
 def check_overrides(overrides: list[str]) -> None:
     """Raise a `UserError` for a group choice that names no option."""
+    matches = [m for m in map(_GROUP_CHOICE.match, overrides) if m]
     chosen: dict[str, list[str]] = {}
-    for override in overrides:
-        match = _GROUP_CHOICE.match(override)
-        if not match:
-            continue
+    for match in matches:
+        if match["key"] == "mode":
+            chosen["mode"] = _sweep_values(match["value"])
+    # The task first: an unknown model or data set is then told against what it accepts.
+    for match in sorted(matches, key=lambda m: m["key"] != "task"):
         key, value = match["key"], match["value"]
         if key in GROUPS:
-            chosen[key] = _check_choices(key, value)
+            chosen[key] = _check_choices(key, value, _listed(key, chosen))
         elif key == "hydra/launcher":
             _check_launcher(value)
-        elif key == "mode":
-            chosen[key] = _sweep_values(value)
     _check_task_accepts_choices(chosen)
+
+
+def _listed(group: str, chosen: dict[str, list[str]]) -> list[str]:
+    """The options an unknown choice of `group` is told against: for a model or data set,
+    those the chosen task(s) accept (not every task's), unless the task comes from an
+    eval/predict run's checkpoint; for the other groups, all."""
+    if group not in ("model", "dataset") or _task_from_checkpoint(chosen):
+        return options(group)
+    tasks = chosen.get("task") or [default_choice("task")]
+    return sorted({option for task in tasks for option in accepted(task, group)})
+
+
+def _task_from_checkpoint(chosen: dict[str, list[str]]) -> bool:
+    return "task" not in chosen and any(mode != "train" for mode in chosen.get("mode", []))
 
 
 def _check_task_accepts_choices(chosen: dict[str, list[str]]) -> None:
     """`task=captioning model=resnet18` or `task=detection dataset=digits` is refused
     before its config is even composed. An eval or predict run that names no task takes
     the checkpoint's, so its data set and loss are left to the task to check."""
-    from_checkpoint = "task" not in chosen and any(mode != "train" for mode in chosen.get("mode", []))
+    from_checkpoint = _task_from_checkpoint(chosen)
     for task in chosen.get("task") or [default_choice("task")]:
         for model in chosen.get("model", []):
             check_task_accepts(task, task_families(task), model, model_family(model))
@@ -75,12 +89,14 @@ def check_task_accepts_option(task: str, group: str, option: str) -> None:
     raise UserError(f"task={task} cannot use {group}={option}{about}; pick one of: {', '.join(fits)}.")
 
 
-def _check_choices(group: str, value: str) -> list[str]:
+def _check_choices(group: str, value: str, listed: list[str]) -> list[str]:
+    """The choices of `value`; one that is no option of `group` is refused, with the
+    closest of `listed` and the list itself."""
     valid = options(group)
     choices = _sweep_values(value)
     for choice in choices:
         if choice not in valid:
-            raise unknown_choice(group, choice, valid, f"Pick one with {group}=NAME.")
+            raise unknown_choice(group, choice, listed, f"Pick one with {group}=NAME.")
     return choices
 
 
