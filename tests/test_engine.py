@@ -255,3 +255,108 @@ def test_a_task_can_evaluate_without_a_data_set(tmp_path):
     results = Trainer(task.cfg, task, tmp_path).fit()
     assert task.seen == 2 * 8, "each evaluation ran over the task's own 8 batches"
     assert results["mean_error"] < 1.0
+
+
+class TwoModels(Task):
+    """Loss "a" flows through both models, loss "b" through model b only."""
+
+    def build_models(self):
+        torch.manual_seed(0)
+        return {"a": nn.Linear(3, 3), "b": nn.Linear(3, 1)}
+
+    def build_dataset(self, split):
+        return InMemoryDataset({"x": torch.randn(32, 3, generator=torch.Generator().manual_seed(1))})
+
+    def parameter_groups(self):
+        return {"a": self.models["a"].parameters(), "b": self.models["b"].parameters()}
+
+    @staticmethod
+    def losses(a, b, x):
+        loss_a = (b(a(x)) ** 2).mean()  # a's loss, through b
+        loss_b = ((b(x) - 1) ** 2).mean()
+        return loss_a, loss_b
+
+    def train_step(self, batch, step):
+        loss_a, loss_b = self.losses(self.active["a"], self.active["b"], batch["x"])
+        step("a", loss_a)
+        step("b", loss_b)
+        return {"loss_a": loss_a.detach(), "loss_b": loss_b.detach()}
+
+    def eval_step(self, batch):
+        self.evaluated = True
+
+    def finish_eval(self):
+        return {"done": 1.0}
+
+    def monitor(self):
+        return "done", "max"
+
+
+def test_each_optimizer_steps_on_its_own_losss_gradients_only(tmp_path):
+    """grad_accum=2, loss a touches model b: b's update must come from loss b alone."""
+    cfg = _cfg(tmp_path, "optimizer=sgd", "optimizer.lr=0.5", "optimizer.momentum=0", "optimizer.weight_decay=0",
+               "dataset.batch_size=8",
+               "trainer.grad_accum=2", "trainer.max_steps=1")
+    task = TwoModels(cfg)
+    trainer = Trainer(cfg, task, tmp_path)
+    a0 = {k: v.clone() for k, v in task.models["a"].state_dict().items()}
+    b0 = {k: v.clone() for k, v in task.models["b"].state_dict().items()}
+    trainer.fit()
+
+    # By hand: the loader's first two batches of 8 (its seeded permutation), one cycle.
+    order = torch.randperm(32, generator=torch.Generator().manual_seed(cfg.seed))[:16]
+    x = task.build_dataset("train").fields["x"][order]
+    a, b = nn.Linear(3, 3), nn.Linear(3, 1)
+    a.load_state_dict(a0), b.load_state_dict(b0)
+    grads_a = [torch.zeros_like(p) for p in a.parameters()]
+    grads_b = [torch.zeros_like(p) for p in b.parameters()]
+    for half in (x[:8], x[8:]):
+        loss_a, loss_b = TwoModels.losses(a, b, half)
+        for total, g in zip(grads_a, torch.autograd.grad(loss_a / 2, list(a.parameters()))):
+            total += g
+        for total, g in zip(grads_b, torch.autograd.grad(loss_b / 2, list(b.parameters()))):
+            total += g
+    for p, g, got in zip(a.parameters(), grads_a, task.models["a"].parameters()):
+        torch.testing.assert_close(got.detach(), p.detach() - 0.5 * g)
+    for p, g, got in zip(b.parameters(), grads_b, task.models["b"].parameters()):
+        torch.testing.assert_close(got.detach(), p.detach() - 0.5 * g)
+
+
+def test_three_discriminator_steps_per_generator_step_under_float16_with_a_grad_scaler(tmp_path):
+    from cvtrain.engine.precision import Precision
+
+    class Critic3(ToyGAN):
+        def steps_per_training_step(self, name):
+            return 3.0 if name == "discriminator" else 1.0
+
+        def train_step(self, batch, step):
+            assert self.global_step == self.batches_seen, "the task sees the global step"
+            self.batches_seen += 1
+            real = batch["x"]
+            bce = nn.functional.binary_cross_entropy_with_logits
+            for _ in range(3):
+                fake = self.active["generator"](torch.randn_like(real)).detach()
+                d_real, d_fake = self._score(real), self._score(fake)
+                loss_d = bce(d_real.float(), torch.ones_like(d_real).float()) + bce(
+                    d_fake.float(), torch.zeros_like(d_fake).float())
+                step("discriminator", loss_d)
+            score = self._score(self.active["generator"](torch.randn_like(real)))
+            loss_g = bce(score.float(), torch.ones_like(score).float())
+            step("generator", loss_g)
+            return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach()}
+
+    task = Critic3(_cfg(tmp_path, "trainer.epochs=2", "scheduler=linear"))
+    task.batches_seen = 0
+    trainer = Trainer(task.cfg, task, tmp_path)
+    trainer.precision = Precision(torch.float16, "cpu")  # CPU autocast + GradScaler, as on a GPU with fp16
+    trainer.fit()
+    batches = 2 * 2048 // 64
+    assert trainer.global_step == batches
+    assert trainer.optimizer_steps == {"discriminator": 3 * batches, "generator": batches}
+    assert all(s.is_enabled() for s in trainer.scalers.values()), "fp16 loss scaling was on"
+    for name, scheduler in trainer.schedulers.items():
+        assert scheduler.last_epoch == trainer.optimizer_steps[name], "each schedule follows its own steps"
+        assert scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-9), f"{name}'s schedule ends with the run"
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert state["trainer"]["optimizer_steps"] == trainer.optimizer_steps
+    assert set(state["scalers"]) == {"discriminator", "generator"}

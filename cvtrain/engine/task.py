@@ -30,6 +30,7 @@ class Task:
         self.active: dict[str, nn.Module] = {}  # what steps call: set by the trainer
         self.device = torch.device("cpu")  # set by the trainer
         self.run_dir: Path | None = None  # set by the trainer: where a task may write its files (rank 0)
+        self.global_step, self.epoch = 0, 0  # set by the trainer before each train_step
 
     # --- building -------------------------------------------------------------
     def build_models(self) -> dict[str, nn.Module]:
@@ -47,6 +48,12 @@ class Task:
     def parameter_groups(self) -> dict[str, Iterable[nn.Parameter]]:
         """One optimizer per name; train_step steps each with step(name, loss)."""
         return {"main": [p for m in self.models.values() for p in m.parameters()]}
+
+    def steps_per_training_step(self, name: str) -> float:
+        """How often train_step steps optimizer `name` per training step: 3 for a critic
+        stepped three times a batch, 0.2 for a generator stepped every fifth. Sizes that
+        optimizer's LR schedule, which advances with its own steps."""
+        return 1.0
 
     def optimizer_config(self, name: str, base):
         """The optimizer config for `name` (a GAN may give its discriminator another lr)."""

@@ -58,9 +58,13 @@ class Trainer:
         self._nonfinite: dict[str, torch.Tensor] = {}  # per optimizer: a NaN/inf loss this cycle
         self._bad_steps = 0  # optimizer steps skipped in a row for a non-finite loss
         self._skipped: list[str] = []  # optimizers whose step this batch skipped (non-finite loss)
+        # Per optimizer: its schedule, loss scaler and step count. A GAN's discriminator may
+        # step three times a batch: its scaler and schedule follow its own steps.
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, Any] = {}
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.needs_scaler)
+        self.scalers: dict[str, torch.amp.GradScaler] = {}
+        self.optimizer_steps: dict[str, int] = {}
+        self._others: dict[str, list[nn.Parameter]] = {}  # parameters of every other optimizer
         # Where the current batch stands in its accumulation cycle (set per batch).
         self._micro, self._boundary, self._stepped = 0, True, False
 
@@ -117,31 +121,38 @@ class Trainer:
         for name, params in self.task.parameter_groups().items():
             optimizer = build_optimizer(params, self.task.optimizer_config(name, self.cfg.optimizer))
             self.optimizers[name] = optimizer
-            self.schedulers[name] = build_scheduler(optimizer, self.cfg.scheduler, self.total_steps)
+            own_steps = max(1, math.ceil(self.total_steps * self.task.steps_per_training_step(name)))
+            self.schedulers[name] = build_scheduler(optimizer, self.cfg.scheduler, own_steps)
+            self.scalers[name] = torch.amp.GradScaler(self.device.type, enabled=self.precision.needs_scaler)
+            self.optimizer_steps[name] = 0
+        owned = {name: [p for group in opt.param_groups for p in group["params"]] for name, opt in self.optimizers.items()}
+        for name, params in owned.items():
+            mine = {id(p) for p in params}
+            self._others[name] = [p for other, ps in owned.items() if other != name for p in ps if id(p) not in mine]
 
     def step(self, name: str, loss: torch.Tensor) -> None:
         """Backward `loss` for optimizer `name`; step it at the end of an accumulation cycle."""
         if name not in self.optimizers:
             raise unknown_choice("optimizer name", name, self.optimizers)
-        optimizer = self.optimizers[name]
-        if self._micro == 0:
-            optimizer.zero_grad(set_to_none=True)  # drop gradients another loss left here
+        optimizer, scaler = self.optimizers[name], self.scalers[name]
         finite = torch.isfinite(loss.detach()).all()  # no sync here: checked once per cycle
         self._nonfinite[name] = self._nonfinite[name] | ~finite if name in self._nonfinite else ~finite
-        with self.precision.without_autocast():
-            self.scaler.scale(loss / self.tcfg.grad_accum).backward()
+        with self.precision.without_autocast(), _kept_apart(self._others[name]):
+            scaler.scale(loss / self.tcfg.grad_accum).backward()
         if not self._boundary:
             return
         if self._cycle_was_nonfinite(name):
             optimizer.zero_grad(set_to_none=True)  # never apply a NaN update
             return
         if self.tcfg.clip_grad_norm > 0:
-            self.scaler.unscale_(optimizer)
+            scaler.unscale_(optimizer)
             params = [p for group in optimizer.param_groups for p in group["params"]]
             torch.nn.utils.clip_grad_norm_(params, self.tcfg.clip_grad_norm)
-        self.scaler.step(optimizer)
+        scaler.step(optimizer)
+        scaler.update()
         self.schedulers[name].step()
         optimizer.zero_grad(set_to_none=True)
+        self.optimizer_steps[name] += 1
         self._stepped = True
 
     def _cycle_was_nonfinite(self, name: str) -> bool:
@@ -225,6 +236,7 @@ class Trainer:
             self._boundary = self._micro == accum - 1 or i == total - 1
             self._stepped, self._skipped = False, []
             batch = move_batch(batch, self.device, self.tcfg.channels_last)
+            self.task.global_step, self.task.epoch = self.global_step, self.epoch  # for alternating updates, fade-ins
             with self._sync_context(), self.precision.autocast():
                 logs = self.task.train_step(batch, self.step)
             samples += _batch_size(batch) * self.env.world_size
@@ -295,7 +307,6 @@ class Trainer:
         raise Stopped(message if self.env.is_main else "", 128 + signum)
 
     def _after_optimizer_step(self, val_loader) -> dict[str, float] | None:
-        self.scaler.update()
         self.global_step += 1
         for name, ema in self.ema.items():
             ema.update_parameters(self.task.models[name])
@@ -374,10 +385,10 @@ class Trainer:
             "ema": {n: e.state_dict() for n, e in self.ema.items()},
             "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
             "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
-            "scaler": self.scaler.state_dict(),
+            "scalers": {n: s.state_dict() for n, s in self.scalers.items()},
             "trainer": {
                 "epoch": self.epoch, "step": self.global_step, "best": self.best, "best_epoch": self.best_epoch,
-                "batch_in_epoch": self.batch_in_epoch,
+                "batch_in_epoch": self.batch_in_epoch, "optimizer_steps": dict(self.optimizer_steps),
                 "train_sums": {k: v.cpu() for k, v in self.train_sums.items()}, "train_count": self.train_count,
             },
             "rng": rng,  # one entry per rank
@@ -413,10 +424,12 @@ class Trainer:
         for name, optimizer in self.optimizers.items():
             optimizer.load_state_dict(state["optimizers"][name])
             self.schedulers[name].load_state_dict(state["schedulers"][name])
-        self.scaler.load_state_dict(state["scaler"])
+            scaler_state = state["scalers"][name] if "scalers" in state else state["scaler"]  # format 1: one scaler
+            self.scalers[name].load_state_dict(scaler_state)
         t = state["trainer"]
         self.epoch, self.global_step, self.best, self.best_epoch = t["epoch"], t["step"], t["best"], t["best_epoch"]
         self.batch_in_epoch = t.get("batch_in_epoch", 0)
+        self.optimizer_steps.update(t.get("optimizer_steps", {}))
         self.train_sums = {k: v.to(self.device) for k, v in t.get("train_sums", {}).items()}
         self.train_count = t.get("train_count", 0)
         self._restore_rng(state["rng"])
@@ -454,6 +467,25 @@ def _load_module(module: nn.Module, states: dict[str, Any], name: str) -> None:
         first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
         raise UserError(f"the checkpoint's '{name}' weights do not fit this model ({first[:150]}); "
                         "evaluate with the model config it was trained with.") from error
+
+
+@contextlib.contextmanager
+def _kept_apart(others: list[nn.Parameter]):
+    """Keep a backward pass off the gradients of `others` (another optimizer's parameters):
+    a generator's loss flows through the discriminator, but what it would add there must not
+    join the discriminator's own accumulated gradients. Swapping the .grad references out
+    and back costs no copy."""
+    if not others:
+        yield
+        return
+    kept = [p.grad for p in others]
+    for p in others:
+        p.grad = None
+    try:
+        yield
+    finally:
+        for p, grad in zip(others, kept):
+            p.grad = grad
 
 
 def _add(sums: dict[str, torch.Tensor], values: dict[str, torch.Tensor]) -> None:
