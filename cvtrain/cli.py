@@ -11,7 +11,7 @@ import os
 import re
 import sys
 
-from cvtrain.errors import Stopped, UserError
+from cvtrain.errors import Stopped, UserError, error_chain
 
 _LOCAL_RANK_ARG = re.compile(r"^--local[-_]rank(=.*)?$")
 
@@ -135,13 +135,7 @@ def _is_user_error(error: BaseException) -> bool:
 
     if launcher_failed(error):
         return True  # a sweep's launcher plugin could not start (no SLURM here, a bad partition)
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, tuple(kinds)):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
+    return any(isinstance(cause, tuple(kinds)) for cause in error_chain(error))
 
 
 def _raised_by_hydra(error: BaseException) -> bool:

@@ -17,6 +17,15 @@ class UserError(Exception):
     exit_code = 2
 
 
+def error_chain(error: BaseException | None) -> list[BaseException]:
+    """`error` and the errors it was raised from or during, outermost first (no cycles)."""
+    chain: list[BaseException] = []
+    while error is not None and all(error is not seen for seen in chain):
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
 def closest(name: str, choices: Iterable[str]) -> str | None:
     """The choice most similar to `name`, or None when nothing is close."""
     matches = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 
-from cvtrain.errors import UserError, closest
+from cvtrain.errors import UserError, closest, error_chain
 
 
 def explain(error: BaseException) -> str:
     """One line that says what is wrong with the config and how to fix it."""
-    chain = _causes(error)
+    chain = error_chain(error)
     for cause in chain:
         if isinstance(cause, UserError):
             return worker_message(cause)
@@ -51,14 +51,6 @@ def worker_message(error: BaseException) -> str:
     last = text.strip().splitlines()[-1].strip()  # another layout: the last line, minus 'Type: '
     kind_name, sep, message = last.partition(": ")
     return message.strip() if sep and re.fullmatch(r"[\w.]+", kind_name) else last
-
-
-def _causes(error: BaseException) -> list[BaseException]:
-    chain: list[BaseException] = []
-    while error is not None and error not in chain:
-        chain.append(error)
-        error = error.__cause__ or error.__context__
-    return chain
 
 
 def _first_line(text: str) -> str:

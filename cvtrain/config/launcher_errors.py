@@ -16,7 +16,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
-from cvtrain.errors import UserError
+from cvtrain.errors import UserError, error_chain
 
 # What a launcher (by its `_target_`) runs to submit jobs: the cluster, its programs.
 _SUBMITS_WITH = {
@@ -59,12 +59,12 @@ def cannot_start(choice: str, target: str) -> str | None:
 
 def launcher_failed(error: BaseException) -> bool:
     """Whether `error` (or an error it came from) was raised inside a Hydra launcher plugin."""
-    return any(_in_launcher_plugin(cause) for cause in _causes(error))
+    return any(_in_launcher_plugin(cause) for cause in error_chain(error))
 
 
 def explain_launcher_failure(error: BaseException) -> str | None:
     """One line for a launcher plugin's failure; None when `error` is not one."""
-    failed = next((cause for cause in _causes(error) if _in_launcher_plugin(cause)), None)
+    failed = next((cause for cause in error_chain(error) if _in_launcher_plugin(cause)), None)
     if failed is None:
         return None
     target = _launcher_target(failed)
@@ -77,14 +77,6 @@ def explain_launcher_failure(error: BaseException) -> str | None:
     shown = f"`cvtrain {name} --cfg hydra` shows them" if _chosen else "`cvtrain --cfg hydra` shows them"
     return (f"{name} failed to start the jobs: {what}; check its hydra.launcher.* settings ({shown}), "
             f"or drop {name} to run here; --debug shows the traceback.")
-
-
-def _causes(error: BaseException | None) -> list[BaseException]:
-    chain: list[BaseException] = []
-    while error is not None and error not in chain:
-        chain.append(error)
-        error = error.__cause__ or error.__context__
-    return chain
 
 
 def _plugin_frames(error: BaseException):
