@@ -8,13 +8,11 @@ joins one process group.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -160,7 +158,9 @@ def launch_workers(nprocs: int, command: list[str]) -> int:
             if worker.poll() is None:
                 worker.send_signal(signum)
 
-    with _handlers(forward):
+    from cvtrain.engine.stopping import handled_by
+
+    with handled_by(forward):
         status = _wait_for(workers)
     if forwarded:
         from cvtrain.errors import Stopped
@@ -195,22 +195,6 @@ def _kill(workers: list[subprocess.Popen]) -> None:
         if worker.poll() is None:
             worker.kill()
             worker.wait()
-
-
-@contextlib.contextmanager
-def _handlers(handler):
-    """Install `handler` for the stop signals while the workers run (main thread only)."""
-    from cvtrain.engine.stopping import STOP_SIGNALS
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
 
 
 def _die_with_parent() -> None:

@@ -10,6 +10,7 @@ collective (`agreed`), whichever of them received the signal.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -41,17 +42,15 @@ class StopRequests:
         self.signum = 0
         self._since = 0.0
         self._previous: dict[int, object] = {}
+        self._installed = contextlib.ExitStack()
 
     def __enter__(self) -> StopRequests:
-        if threading.current_thread() is threading.main_thread():
-            for signum in STOP_SIGNALS:
-                self._previous[signum] = signal.signal(signum, self._handle)
+        self._previous = self._installed.enter_context(handled_by(self._handle))
         return self
 
     def __exit__(self, *exc) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous.clear()
+        self._installed.close()
+        self._previous = {}
 
     def _handle(self, signum: int, frame) -> None:
         if not self.signum:
@@ -76,6 +75,22 @@ class StopRequests:
     def previous_handler(self, signum: int):
         """The handler that was in place before ours (submitit installs one for USR2)."""
         return self._previous.get(signum)
+
+
+@contextlib.contextmanager
+def handled_by(handler):
+    """`handler` receives the stop signals while inside; yields the handlers it replaced,
+    and puts them back on the way out. Only the main thread may install signal handlers:
+    elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield {}
+        return
+    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
+    try:
+        yield previous
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 def signal_name(signum: int) -> str:
