@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def _conf_dir() -> Path:
+    """The configs: conf/ beside cvtrain/ in a source tree (an editable install too),
+    cvtrain/conf/ in an installed wheel (setup.py maps the one to the other)."""
+    package = Path(__file__).resolve().parent.parent
+    installed = package / "conf"
+    return installed if (installed / "config.yaml").is_file() else package.parent / "conf"
+
+
+CONF_DIR = _conf_dir()
 
 # Groups a user picks from, in the order `--help` shows them.
 GROUPS = ("task", "model", "dataset", "loss", "optimizer", "scheduler", "trainer", "logger")
