@@ -10,13 +10,16 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from cvtrain.config.ckpt import checkpoint_paths, describe_ckpt
 from cvtrain.config.overrides import check_task_accepts
-from cvtrain.config.schema import CvtrainConfig, Mode
+from cvtrain.config.schema import Mode, typed_config, typed_section
+from cvtrain.config.user_code import import_user_modules
 from cvtrain.errors import UserError
 
 log = logging.getLogger("cvtrain")
@@ -33,7 +36,7 @@ def run(cfg: DictConfig) -> None:
         check_complete(cfg)
         check_compatible(cfg)
         overrides = list(HydraConfig.get().overrides.task)
-        if cfg.mode == Mode.train and cfg.trainer.devices > 1 and not _in_distributed_job():
+        if cfg.mode == Mode.train and _launched(cfg.trainer) and not _in_distributed_job():
             _launch_distributed(cfg, run_dir)
             return
         execute(cfg, run_dir, overrides)
@@ -85,13 +88,23 @@ def _in_distributed_job() -> bool:
     return env_from_os().enabled
 
 
+def _launched(trainer) -> bool:
+    """Workers are started (by torch's elastic agent) for more than one process, and for
+    restarts: a restarted worker resumes from last.pt. Not inside torchrun's workers:
+    torchrun is the launcher there."""
+    wanted = trainer.devices > 1 or trainer.nodes > 1 or trainer.max_restarts > 0
+    return wanted and "TORCHELASTIC_RUN_ID" not in os.environ
+
+
 def _launch_distributed(cfg: DictConfig, run_dir: Path) -> None:
+    """Start `trainer.devices` workers on this node (`python -m cvtrain.app RUN_DIR`); a
+    failed worker's one-line error, or a stop signal, is raised here for the CLI to report."""
     from cvtrain.engine.distributed import launch_workers, python_module_command
 
     save_config(cfg, run_dir)
-    code = launch_workers(cfg.trainer.devices, python_module_command("cvtrain.app", str(run_dir)))
-    if code != 0:
-        raise UserError(f"a distributed worker failed (exit status {code}); its error is printed above.")
+    t = cfg.trainer
+    launch_workers(python_module_command("cvtrain.app", str(run_dir)), t.devices, t.nodes, t.max_restarts,
+                   t.rdzv_endpoint)
 
 
 def save_config(cfg: DictConfig, run_dir: Path) -> Path:
@@ -103,9 +116,9 @@ def save_config(cfg: DictConfig, run_dir: Path) -> Path:
 
 
 def load_config(path: Path) -> DictConfig:
-    """A saved config, typed again by the schema."""
-    schema = OmegaConf.structured(CvtrainConfig)
-    return OmegaConf.merge(schema, OmegaConf.load(path))
+    """A saved config, typed again by the schema (its task, model and data set by the
+    schemas they name)."""
+    return typed_config(OmegaConf.load(path))
 
 
 def execute(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) -> dict:
@@ -118,15 +131,18 @@ def execute(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) 
 
     env = env_from_os()
     setup_logging(run_dir, env.is_main)
-    state = None
+    state, states = None, {}
     if cfg.mode != Mode.train:
         if not cfg.ckpt:
             raise UserError(f"mode={cfg.mode.value} needs a checkpoint: add ckpt=PATH (a run's checkpoints/best.pt).")
-        state = checkpoint.load(cfg.ckpt)
+        states = {name: checkpoint.load(path) for name, path in checkpoint_paths(cfg.ckpt).items()}
+        state = next(iter(states.values()))  # the primary: its config and weights are the run's
         cfg = merge_checkpoint_config(cfg, state["config"], overrides or [])
     if env.is_main:
         save_config(cfg, run_dir)
+    import_user_modules(cfg)  # a user's task, model or data set module registers itself before the lookups
     task = TASKS.get(cfg.task.name)(cfg)
+    task.checkpoints = states  # every loaded checkpoint by name, for a task that needs several
     if state is not None:
         task.load_state_dict(state.get("task", {}))
     try:
@@ -152,7 +168,10 @@ def merge_checkpoint_config(cfg: DictConfig, saved: dict, overrides: list[str]) 
     for section in ("task", "model", "loss", "dataset"):
         if section not in named and section in saved_cfg:
             OmegaConf.set_struct(merged, False)
-            merged[section] = OmegaConf.merge(cfg[section], saved_cfg[section])
+            if section == "loss":
+                merged[section] = OmegaConf.merge(cfg[section], saved_cfg[section])
+            else:  # typed by the schema it names, which may not be this command line's default's
+                merged[section] = typed_section(section, saved_cfg[section])
             OmegaConf.set_struct(merged, True)
     return merged
 
@@ -160,7 +179,7 @@ def merge_checkpoint_config(cfg: DictConfig, saved: dict, overrides: list[str]) 
 def _evaluate(trainer, task, cfg, run_dir: Path, is_main: bool) -> dict:
     results = trainer.evaluate(trainer.eval_batches(cfg.split), f"eval {cfg.split}", cfg.split)
     if is_main:
-        (run_dir / "eval.json").write_text(json.dumps({"split": cfg.split, "ckpt": cfg.ckpt, **results}, indent=2))
+        (run_dir / "eval.json").write_text(json.dumps({"split": cfg.split, "ckpt": describe_ckpt(cfg.ckpt), **results}, indent=2))
         if cfg.logger.images:
             task.save_outputs(run_dir / "images", f"eval {cfg.split}")
     log.info("eval %s: %s", cfg.split, " ".join(f"{k} {v:.4f}" for k, v in results.items()))
@@ -190,9 +209,60 @@ def _summary(trainer, run_dir: Path) -> None:
 def worker_main(argv: list[str]) -> None:
     """Entry of each distributed worker: `python -m cvtrain.app RUN_DIR`."""
     from cvtrain.cli import run_reporting_errors
+    from cvtrain.engine.distributed import die_with_launcher
 
+    die_with_launcher()
     run_dir = Path(argv[0])
-    run_reporting_errors(lambda: execute(load_config(run_dir / CONFIG_FILE), run_dir))
+
+    def body() -> None:
+        execute(load_config(run_dir / CONFIG_FILE), run_dir)
+
+    run_reporting_errors(lambda: _reporting_to_launcher(body))
+
+
+def _reporting_to_launcher(body) -> None:
+    """Run `body`; if it fails, leave its one-line error for cvtrain's launcher, which
+    prints it last. A user's error, or a collective that failed because another rank
+    died, then exits quietly (the launcher says it once); a bug keeps its traceback."""
+    from cvtrain.cli import _is_user_error
+    from cvtrain.config.explain import explain
+    from cvtrain.engine.distributed import record_failure
+    from cvtrain.errors import Stopped
+
+    try:
+        body()
+    except Stopped:
+        raise
+    except Exception as error:
+        user, secondary = _is_user_error(error), _peer_failed(error)
+        if secondary:
+            line = f"worker rank {os.environ.get('RANK', '?')}: a collective failed, most likely because another " \
+                   f"worker died: {_first_line(error)}"
+        else:
+            line = explain(error) if user else _bug_line(error)
+        quiet = (user or secondary) and os.environ.get("CVTRAIN_DEBUG", "") in ("", "0")
+        if record_failure(line, secondary) and quiet:
+            sys.exit(getattr(error, "exit_code", UserError.exit_code) if user else 1)
+        raise
+
+
+def _first_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:300]}"
+
+
+def _bug_line(error: BaseException) -> str:
+    return f"worker rank {os.environ.get('RANK', '?')} failed with {_first_line(error)} (traceback above)"
+
+
+def _peer_failed(error: BaseException) -> bool:
+    """A collective's error about a peer that went away (gloo: connection closed or reset)."""
+    import torch.distributed as dist
+
+    from cvtrain.errors import error_chain
+
+    text = " ".join(str(e) for e in error_chain(error)).lower()
+    return any(isinstance(e, dist.DistError) for e in error_chain(error)) or any(
+        words in text for words in ("connection closed by peer", "connection reset by peer", "broken pipe"))
 
 
 if __name__ == "__main__":

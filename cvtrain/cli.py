@@ -19,6 +19,7 @@ _LOCAL_RANK_ARG = re.compile(r"^--local[-_]rank(=.*)?$")
 def main(argv: list[str] | None = None) -> None:
     """Entry point of `cvtrain` and `python -m cvtrain`."""
     args = list(sys.argv[1:] if argv is None else argv)
+    run_reporting_errors(lambda: _use_config_dirs(args))
     if "--help" in args or "-h" in args:  # `task=NAME --help`: what that task accepts
         from cvtrain.config.help import render_help, task_from_args
 
@@ -32,6 +33,36 @@ def main(argv: list[str] | None = None) -> None:
     debug = _pop_debug(args)
     args = [a for a in args if not _LOCAL_RANK_ARG.match(a)]  # torchrun's legacy flag
     run_reporting_errors(lambda: _compose_and_run(args), debug)
+
+
+def _use_config_dirs(args: list[str]) -> None:
+    """The user's config folders (`--config-dir DIR`, `hydra.searchpath=[file://DIR]`) join
+    cvtrain's for --help and the pre-check, as they will for Hydra."""
+    from cvtrain.config.groups import config_dirs_from_args, use_config_dirs
+
+    first, last = config_dirs_from_args(args)
+    for folder in [*first, *last]:
+        if not os.path.isdir(folder):
+            raise UserError(f"config folder '{folder}' does not exist; pass --config-dir DIR of a folder "
+                            "holding model/, dataset/, experiment/ ... YAML files.")
+    use_config_dirs(first, last)
+
+
+def _config_dir_flags_first(args: list[str]) -> list[str]:
+    """`--config-dir DIR` moved before the overrides: Hydra's parser takes flags only
+    there, and `cvtrain model=my_net --config-dir myconf` should work all the same."""
+    flags, rest, skip = [], [], False
+    for i, arg in enumerate(args):
+        if skip:
+            skip = False
+        elif arg in ("--config-dir", "-cd") and i + 1 < len(args):
+            flags += [arg, args[i + 1]]
+            skip = True
+        elif arg.startswith("--config-dir="):
+            flags.append(arg)
+        else:
+            rest.append(arg)
+    return [*flags, *rest]
 
 
 def run_reporting_errors(body, debug: bool | None = None) -> None:
@@ -67,7 +98,8 @@ def _pop_debug(args: list[str]) -> bool:
 def _compose_and_run(args: list[str]) -> None:
     from cvtrain.config.overrides import check_overrides
 
-    overrides = [a for a in args if not a.startswith("-")]
+    args = _config_dir_flags_first(args)
+    overrides = [a for a in args if "=" in a and not a.startswith("-")]
     check_overrides(overrides)
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us, to be told in one line
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: one run folder for all ranks

@@ -49,3 +49,20 @@ def test_generation_of_a_batch_equals_one_image_at_a_time(attention):
             for i in range(4):
                 alone = search(model.init_state(images[i : i + 1]))[0]
                 assert together[i, : len(alone)].tolist() == alone.tolist()
+
+
+@pytest.mark.parametrize(("kind", "attention"), [("gru", True), ("lstm", False)])
+def test_the_registered_builder_assembles_the_model_the_config_names(kind, attention):
+    """task=captioning asks MODELS for "captioner": built from the model config's keys, it
+    has the parts, and so the checkpoint keys, of the captioner assembled by hand."""
+    from conftest import compose_cfg
+
+    from cvtrain.registry import MODELS
+
+    cfg = compose_cfg(["task=captioning", f"model={kind}", f"model.attention={attention}", f"model.embed_dim={EMBED}",
+                       f"model.hidden_dim={HIDDEN}", "model.num_layers=2", "model.encoder_width=4",
+                       f"model.encoder_grid={GRID}"])
+    built = MODELS.get("captioner", families=("captioner",))(cfg.model, vocab_size=VOCAB)
+    by_hand = _model(kind, attention)
+    assert type(built) is type(by_hand)
+    assert {k: v.shape for k, v in built.state_dict().items()} == {k: v.shape for k, v in by_hand.state_dict().items()}

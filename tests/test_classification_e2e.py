@@ -1,4 +1,5 @@
-"""task=classification end to end: train, run folder, resume, eval and predict."""
+"""task=classification end to end: it learns, mode=eval reproduces the score, predictions
+match the scenes, and resume after a crash equals an uninterrupted run (augmentation too)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ def trained(tmp_path_factory):
     return run
 
 
+@pytest.mark.slow
 def test_training_learns_and_fills_the_run_folder(trained):
     for name in ("config.yaml", "metrics.jsonl", "train.log", "checkpoints/last.pt", "checkpoints/best.pt",
                  "images/confusion_matrix.png", "curves.png", ".hydra/overrides.yaml"):
@@ -38,6 +40,7 @@ def test_training_learns_and_fills_the_run_folder(trained):
     assert "val epoch 3" in (trained / "train.log").read_text()
 
 
+@pytest.mark.slow
 def test_eval_from_a_checkpoint_reproduces_the_validation_score(trained, tmp_path):
     best = trained / "checkpoints" / "best.pt"
     out = tmp_path / "eval"
@@ -48,7 +51,8 @@ def test_eval_from_a_checkpoint_reproduces_the_validation_score(trained, tmp_pat
     assert (out / "images" / "confusion_matrix.png").is_file()
 
 
-def test_predict_labels_image_files(trained, tmp_path, capsys):
+@pytest.mark.slow
+def test_predict_labels_image_files(trained, tmp_path):
     from PIL import Image
 
     from cvtrain.data.shapes import load
@@ -70,13 +74,13 @@ def test_predict_labels_image_files(trained, tmp_path, capsys):
     assert correct >= 0.5, f"predictions should mostly match the scenes' labels ({correct:.2f})"
     assert all(0 <= r["score"] <= 1 for r in records)
     assert (out / "images" / "predictions.png").is_file()
-    assert "scene00.png" in capsys.readouterr().out
 
 
 class _DictCfg(dict):
     __getattr__ = dict.__getitem__
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path, monkeypatch):
     # Augmentation and dropout draw random numbers: resume must restore those streams too.
     args = ["task=classification", *QUICK, "dataset.num_train=512", "dataset.batch_size=128", "task.augment=true",

@@ -42,6 +42,8 @@ def test_config_errors_do_not_import_torch(tmp_path):
 # (command-line arguments, what the one-line message must say)
 BAD_INPUT = [
     (["model=resnt18"], "unknown model 'resnt18'. Did you mean 'resnet18'?"),
+    (["task=classification", "task.coco_backend=x"], "unknown config key 'task.coco_backend'. Valid keys of task: augment"),
+    (["experiment=detection_fcoss"], "unknown experiment 'detection_fcoss'. Did you mean 'detection_fcos'?"),
     (["task=clasification"], "Did you mean 'classification'?"),
     (["trainer.epocs=3"], "unknown config key 'trainer.epocs'. Did you mean 'trainer.epochs'?"),
     (["trainer.epochs=abc"], "trainer.epochs: Value 'abc' of type 'str' could not be converted to Integer. Pass an integer."),
@@ -87,3 +89,43 @@ def test_debug_flag_shows_the_traceback(tmp_path):
                       f"paths.output_dir={tmp_path}"], cwd=tmp_path)
     assert result.returncode != 0
     assert "Traceback" in result.stderr and "UserError" in result.stderr
+
+
+def test_ckpt_may_name_several_checkpoints_the_first_is_primary(tmp_path, monkeypatch):
+    """A task that needs several checkpoints (a diffusion cascade) gets every one, by name;
+    the run is evaluated with the primary's config and weights, as with one path."""
+    import json
+
+    import torch
+    from conftest import cli_in_process
+
+    import cvtrain.app as app
+
+    threads = torch.get_num_threads()
+    quick = ["task=classification", "dataset.image_size=32", "dataset.num_train=64", "dataset.num_val=32",
+             "dataset.num_test=32", "dataset.batch_size=32", "trainer.epochs=1", "trainer.progress=none",
+             "logger.images=false", "trainer.num_threads=1"]
+    try:
+        cli_in_process([*quick, f"hydra.run.dir={tmp_path / 'a'}"])
+        cli_in_process([*quick, "model.width=8", f"hydra.run.dir={tmp_path / 'b'}"])
+        seen = {}
+        evaluate = app._evaluate
+
+        def spy(trainer, task, cfg, run_dir, is_main):
+            seen.update(task.checkpoints)
+            return evaluate(trainer, task, cfg, run_dir, is_main)
+
+        monkeypatch.setattr(app, "_evaluate", spy)
+        a, b = tmp_path / "a" / "checkpoints" / "best.pt", tmp_path / "b" / "checkpoints" / "best.pt"
+        cli_in_process(["mode=eval", "split=val", f"ckpt={{base: {a}, upsampler: {b}}}", f"hydra.run.dir={tmp_path / 'e'}"])
+        assert list(seen) == ["base", "upsampler"]
+        assert seen["base"]["config"]["model"]["width"] == 16 and seen["upsampler"]["config"]["model"]["width"] == 8
+        report = json.loads((tmp_path / "e" / "eval.json").read_text())
+        assert report["ckpt"] == {"base": str(a), "upsampler": str(b)} and 0.0 <= report["acc1"] <= 1.0
+        saved = (tmp_path / "e" / "config.yaml").read_text()
+        assert "width: 16" in saved, "the primary's config is the run's"
+        seen.clear()
+        cli_in_process(["mode=eval", "split=val", f"ckpt={a}", f"hydra.run.dir={tmp_path / 'one'}"])
+        assert list(seen) == ["main"] and json.loads((tmp_path / "one" / "eval.json").read_text())["ckpt"] == str(a)
+    finally:
+        torch.set_num_threads(threads)

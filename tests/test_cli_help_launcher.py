@@ -11,7 +11,7 @@ import time
 import pytest
 from conftest import run_cli
 
-from cvtrain.config.groups import DATASET_TASKS, LOSS_TASKS, options, task_defaults, uses_loss
+from cvtrain.config.groups import declared_tasks, options, task_defaults, uses_loss
 from cvtrain.config.overrides import check_overrides
 from cvtrain.errors import UserError
 
@@ -97,15 +97,20 @@ def test_help_lists_exactly_what_the_task_accepts(task):
         assert default == defaults[group] and default in accepted
 
 
-def test_the_tables_match_the_builders_the_tasks_look_up():
-    """What --help and the up-front check read (no torch) is what the registries hold."""
+def test_the_yaml_declarations_match_the_builders_the_tasks_look_up():
+    """What --help and the up-front check read (each data set and loss file's `tasks:`, no
+    torch) is what the registries hold: a file feeds a task exactly when a builder of that
+    name is registered for it."""
     from cvtrain.registry import DATASETS, LOSSES, TASKS
 
     assert sorted(TASKS.names()) == options("task")
-    assert sorted(DATASET_TASKS) == options("dataset") and set(LOSS_TASKS) <= set(options("loss"))
+    assert all(declared_tasks("dataset", d) for d in options("dataset")), "every data set feeds some task"
     for task in options("task"):
-        assert DATASETS.names((task,)) == sorted(d for d, tasks in DATASET_TASKS.items() if task in tasks), task
-        assert LOSSES.names((task,)) == sorted(x for x, tasks in LOSS_TASKS.items() if task in tasks), task
+        assert DATASETS.names((task,)) == [d for d in options("dataset") if task in declared_tasks("dataset", d)], task
+        assert LOSSES.names((task,)) == [x for x in options("loss") if task in declared_tasks("loss", x)], task
+    for group in ("dataset", "loss"):
+        for option in options(group):
+            assert set(declared_tasks(group, option)) <= set(options("task")), (group, option)
 
 
 def test_a_data_set_or_loss_the_task_cannot_use_is_refused_in_one_line(tmp_path):

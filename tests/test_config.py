@@ -151,3 +151,105 @@ def test_two_runs_started_in_one_second_get_two_folders(tmp_path, monkeypatch):
     second = rundir.run_dir(str(tmp_path), "train", False)
     assert second == first + "_2"
     assert rundir.run_dir(str(tmp_path), Mode.eval, False) == str(tmp_path / "eval-2026-01-01_00-00-00_2")
+
+
+# --- one schema per task and per kind of data set ----------------------------------------
+
+
+@pytest.mark.parametrize("override", [
+    ["task=classification", "task.coco_backend=faster_coco_eval"],  # detection's
+    ["task=detection", "task.topk=[1]"],  # classification's
+    ["task=captioning", "task.augment=true"],  # the image tasks'
+    ["dataset=digits", "dataset.seq_len=16"],  # language modeling's
+    ["dataset=coco_captions", "dataset.image_dir=x"],  # COCO instances'
+    ["dataset=text", "dataset.max_caption_len=8"],  # captioning's
+    ["dataset=voc", "dataset.min_objects=2"],  # ShapesWorld's
+])
+def test_another_familys_key_is_an_unknown_key(override):
+    from hydra.errors import HydraException
+
+    with pytest.raises(HydraException):
+        _compose(override)
+
+
+def test_each_family_keeps_its_own_keys():
+    assert _compose(["task=detection", "task.coco_backend=faster_coco_eval"]).task.coco_backend == "faster_coco_eval"
+    assert _compose(["task=instance_segmentation", "task.score_threshold=0.2"]).task.score_threshold == 0.2
+    assert _compose(["task=classification", "task.topk=[1,3]"]).task.topk == [1, 3]
+    cfg = _compose(["task=language_modeling", "dataset=text", "dataset.seq_len=16", "dataset.level=char"])
+    assert (cfg.dataset.seq_len, cfg.dataset.level) == (16, "char")
+    assert _compose(["task=captioning", "dataset.max_caption_len=12"]).dataset.max_caption_len == 12  # shapes has it
+    assert _compose(["task=detection", "dataset=coco"]).dataset.splits.train == "train2017"
+
+
+@pytest.mark.parametrize("group", ["task", "dataset"])
+def test_every_file_types_its_section_by_a_schema_it_names(group):
+    from cvtrain.config.schema import SECTION_SCHEMAS
+
+    schemas, key = SECTION_SCHEMAS[group]
+    for option in options(group):
+        section = _compose([f"{group}={option}"])[group]
+        assert section[key] in schemas and section[key] != "base", option
+        assert OmegaConf.get_type(section) is schemas[section[key]], option
+
+
+def test_a_saved_config_is_typed_again_by_the_schemas_it_names(tmp_path):
+    from cvtrain.app import load_config, save_config
+
+    cfg = _compose(["task=detection", "dataset=coco", "task.coco_backend=faster_coco_eval"])
+    loaded = load_config(save_config(cfg, tmp_path))
+    assert OmegaConf.get_type(loaded.task).__name__ == "DetectionTaskConfig"
+    assert OmegaConf.get_type(loaded.dataset).__name__ == "CocoDatasetConfig"
+    assert OmegaConf.get_type(loaded.model).__name__ == "DetectorModelConfig"
+    assert loaded.task.coco_backend == "faster_coco_eval" and loaded.mode == Mode.train
+    assert OmegaConf.to_container(loaded, resolve=True, enum_to_str=True) == OmegaConf.to_container(
+        cfg, resolve=True, enum_to_str=True), "nothing lost or changed on the way"
+    with pytest.raises(Exception):
+        loaded.task.topk = [1]  # still typed: a classification key is no detection key
+
+
+def test_a_config_saved_with_the_old_union_schemas_still_loads(tmp_path):
+    from cvtrain.app import load_config, save_config
+
+    cfg = _compose(["task=language_modeling"])
+    path = save_config(cfg, tmp_path)
+    old = OmegaConf.load(path)
+    for section in ("task", "dataset"):
+        del old[section]["schema"]  # written before sections named their schema
+    old.task.coco_backend, old.task.topk = "pycocotools", [1, 5]  # every task's keys, as then
+    old.dataset.image_dir, old.dataset.splits = None, {"train": "train"}
+    OmegaConf.save(old, path)
+    loaded = load_config(path)
+    assert loaded.task.schema == "sequence" and "coco_backend" not in loaded.task
+    assert loaded.dataset.schema == "shapes" and loaded.dataset.seq_len == cfg.dataset.seq_len
+    assert "image_dir" not in loaded.dataset
+
+
+def test_a_checkpoints_sections_replace_the_defaults_of_another_family():
+    from cvtrain.app import merge_checkpoint_config
+
+    trained = _compose(["task=detection", "dataset=coco", "model=fcos"])
+    saved = OmegaConf.to_container(trained, resolve=True, enum_to_str=True)
+    merged = merge_checkpoint_config(_compose(["mode=eval"]), saved, ["mode=eval"])  # classification's defaults
+    assert (merged.task.name, merged.model.name, merged.dataset.name) == ("detection", "fcos", "coco")
+    assert merged.dataset.image_dir == "{root}/{split}" and merged.task.coco_backend == "pycocotools"
+    kept = merge_checkpoint_config(_compose(["mode=eval", "dataset=voc"]), saved, ["mode=eval", "dataset=voc"])
+    assert kept.dataset.name == "voc", "a section the command line names stays the command line's"
+
+
+# --- ckpt: one checkpoint or several ------------------------------------------------------
+
+
+def test_ckpt_is_a_path_a_list_or_a_mapping_primary_first():
+    from cvtrain.config.ckpt import checkpoint_paths
+
+    assert checkpoint_paths("a.pt") == {"main": "a.pt"}
+    assert list(checkpoint_paths(OmegaConf.create({"base": "a.pt", "upsampler": "b.pt"})).items()) == [
+        ("base", "a.pt"), ("upsampler", "b.pt")]
+    assert checkpoint_paths(OmegaConf.create(["a.pt", "b.pt"])) == {"0": "a.pt", "1": "b.pt"}
+    cfg = _compose(["mode=eval", "ckpt={base: a.pt, upsampler: b.pt}"])
+    assert list(checkpoint_paths(cfg.ckpt)) == ["base", "upsampler"]
+    assert _compose(["mode=eval", "ckpt=[a.pt,b.pt]"]).ckpt == ["a.pt", "b.pt"]
+    for bad in ([], {}, {"base": None}, 3):
+        with pytest.raises(UserError, match="ckpt"):
+            checkpoint_paths(bad)

@@ -124,7 +124,7 @@ def test_an_unknown_coco_backend_fails_before_training(tmp_path, capsys):
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
-def test_predict_writes_detections_per_image(detection_run, tmp_path, capsys):
+def test_predict_writes_detections_per_image(detection_run, tmp_path):
     from PIL import Image
 
     from cvtrain.data.shapesworld import ShapesWorldSpec, load_split
@@ -147,7 +147,6 @@ def test_predict_writes_detections_per_image(detection_run, tmp_path, capsys):
             assert 0 <= x1 <= x2 <= 80 and 0 <= y1 <= y2 <= 64, "boxes are in the file's own pixels"
         assert record["prediction"].startswith(record["detections"][0]["label"])
     assert (out / "images" / "detections.png").is_file()
-    assert "p0.png" in capsys.readouterr().out
 
 
 def test_a_runs_checkpoint_loads_as_model_weights(detection_run):
@@ -205,6 +204,7 @@ def _perfect_half_per_rank(rank: int) -> dict:
     return task.finish_eval()
 
 
+@pytest.mark.slow
 def test_results_of_every_rank_are_scored_together(tmp_path):
     first, second = run_gloo_ranks(_perfect_half_per_rank, tmp_path)
     assert first == second, "rank 0 broadcasts its stats"

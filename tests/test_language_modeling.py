@@ -21,6 +21,7 @@ def trained(tmp_path_factory):
     return run
 
 
+@pytest.mark.slow
 def test_word_model_beats_the_unigram_baseline(trained):
     records = read_jsonl(trained / "metrics.jsonl")
     assert [r["epoch"] for r in records] == [1, 2, 3, 4]
@@ -31,6 +32,7 @@ def test_word_model_beats_the_unigram_baseline(trained):
     assert "circle" in vocab["tokens"] and vocab["tokens"][:4] == ["<pad>", "<bos>", "<eos>", "<unk>"]
 
 
+@pytest.mark.slow
 def test_eval_from_checkpoint_reproduces_validation_perplexity(trained, tmp_path):
     best = trained / "checkpoints" / "best.pt"
     out = tmp_path / "eval"
@@ -39,14 +41,14 @@ def test_eval_from_checkpoint_reproduces_validation_perplexity(trained, tmp_path
     assert result["ppl"] == pytest.approx(checkpoint.load(best)["trainer"]["best"], rel=1e-9)
 
 
-def test_predict_continues_a_prompt(trained, tmp_path, capsys):
+@pytest.mark.slow
+def test_predict_continues_a_prompt(trained, tmp_path):
     out = tmp_path / "predict"
     cli_in_process([*SMALL, "mode=predict", f"ckpt={trained / 'checkpoints' / 'best.pt'}",
                     "prompt=a large red", f"hydra.run.dir={out}"])
     record = read_jsonl(out / "predictions.jsonl")[0]
     assert record["input"] == "a large red"
     assert record["prediction"].startswith("a large red ") and record["continuation"]
-    assert "a large red" in capsys.readouterr().out
 
 
 def test_character_level_on_a_text_file_reports_bits_per_character(tmp_path):
@@ -57,7 +59,7 @@ def test_character_level_on_a_text_file_reports_bits_per_character(tmp_path):
     cli_in_process(["task=language_modeling", "dataset=text", f"dataset.root={text}", "dataset.level=char",
                     "dataset.seq_len=32", "dataset.min_freq=1", "trainer.epochs=4", "trainer.progress=none",
                     "model=lstm", "model.hidden_dim=64", "model.embed_dim=16", "dataset.batch_size=16",
-                    f"hydra.run.dir={run}"])
+                    "trainer.num_threads=1", f"hydra.run.dir={run}"])
     last = read_jsonl(run / "metrics.jsonl")[-1]
     assert "bpc" in last and last["bpc"] == pytest.approx(last["loss"] / 0.6931471805599453)
     assert last["ppl"] < last["unigram_ppl"], last

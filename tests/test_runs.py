@@ -77,6 +77,7 @@ def trained(tmp_path_factory):
 # --- a. multirun sweep ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_local_multirun_sweep_gives_each_job_its_own_folder_and_config(tmp_path):
     out = tmp_path / "out"
     result = _ok(run_cli(["-m", "optimizer.lr=1e-3,1e-4", *QUICK, "trainer.epochs=1", f"paths.output_dir={out}"],
@@ -102,6 +103,7 @@ def test_local_multirun_sweep_gives_each_job_its_own_folder_and_config(tmp_path)
 # --- b. SLURM requeue -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_slurm_requeue_reuses_the_job_folder_and_resumes(tmp_path):
     out = tmp_path / "out"
     slurm = {"SLURM_JOB_ID": "4242"}

@@ -69,6 +69,7 @@ def test_predict_writes_palette_masks_at_the_inputs_size_without_the_data_set(tr
     assert "a.png\t" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_unet_learns_the_shapes(tmp_path):
     """384 steps on small, low-resolution scenes: far above predicting background everywhere."""
     run = tmp_path / "learn"

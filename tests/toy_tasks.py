@@ -43,3 +43,20 @@ class Regression(Task):
 
     def monitor(self):
         return "mse", "min"
+
+
+class CrashOnce(Regression):
+    """The regression, whose worker of rank $CRASH_RANK raises in its first batch of epoch 2,
+    in the first attempt only (torch's agent counts restarts in TORCHELASTIC_RESTART_COUNT):
+    a worker that fails once, for the restart tests. Without CRASH_RANK it never fails."""
+
+    name = "crash_once"
+
+    def train_step(self, batch, step):
+        import os
+
+        crash = os.environ.get("CRASH_RANK")
+        first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+        if crash is not None and os.environ.get("RANK") == crash and first_attempt and self.epoch == 1:
+            raise RuntimeError(f"injected crash on rank {crash}")
+        return super().train_step(batch, step)

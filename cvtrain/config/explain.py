@@ -80,6 +80,9 @@ def _unknown_key(error: BaseException, key: str) -> str:
     hint = closest(name, valid) if valid else None
     maybe = f" Did you mean '{section + '.' if section else ''}{hint}'?" if hint else ""
     listing = f" Valid keys{' of ' + section if section else ''}: {', '.join(valid)}." if valid else ""
+    if section == "optimizers":  # a typed map: its keys are the optimizer names the task's YAML declares
+        listing = (f" This task's optimizers: {', '.join(valid)}." if valid else
+                   " This task has one optimizer: set it with optimizer.* (optimizers.<name>.* is for tasks with several).")
     return f"unknown config key '{key}'.{maybe}{listing}"
 
 

@@ -10,7 +10,8 @@ import importlib.util
 import re
 
 from cvtrain.config.groups import (
-    DATASET_TASKS, GROUPS, LOSS_TASKS, accepted, default_choice, model_family, options, task_families, uses_loss,
+    EXPERIMENT, GROUPS, accepted, declared_tasks, default_choice, experiment_choices, model_family, options,
+    task_families, uses_loss,
 )
 from cvtrain.errors import UserError, unknown_choice
 
@@ -31,23 +32,40 @@ def check_overrides(overrides: list[str]) -> None:
     for match in matches:
         if match["key"] == "mode":
             chosen["mode"] = _sweep_values(match["value"])
+    experiments = [c for m in matches if m["key"] == EXPERIMENT for c in _check_choices(EXPERIMENT, m["value"])]
+    implied = sorted({experiment_choices(e)["task"] for e in experiments if "task" in experiment_choices(e)})
     # The task first: an unknown model or data set is then told against what it accepts.
     for match in sorted(matches, key=lambda m: m["key"] != "task"):
         key, value = match["key"], match["value"]
         if key in GROUPS:
-            chosen[key] = _check_choices(key, value, _listed(key, chosen))
+            chosen[key] = _check_choices(key, value, _listed(key, chosen.get("task") or implied, chosen))
         elif key == "hydra/launcher":
             _check_launcher(value)
-    _check_task_accepts_choices(chosen)
+    for combination in _with_experiments(chosen, experiments):
+        _check_task_accepts_choices(combination)
 
 
-def _listed(group: str, chosen: dict[str, list[str]]) -> list[str]:
+def _with_experiments(chosen: dict[str, list[str]], experiments: list[str]) -> list[dict[str, list[str]]]:
+    """The choices of each experiment of the command line (one, or a sweep's): what the
+    experiment picks, checked as the command line's are, unless the command line picks
+    otherwise (Hydra applies the command line last)."""
+    combinations = []
+    for experiment in experiments:
+        picks = experiment_choices(experiment)
+        for group, option in picks.items():
+            if option not in options(group):
+                raise unknown_choice(group, option, options(group), f"Fix experiment {experiment}'s defaults.")
+        combinations.append({**{group: [option] for group, option in picks.items()}, **chosen})
+    return combinations or [chosen]
+
+
+def _listed(group: str, tasks: list[str], chosen: dict[str, list[str]]) -> list[str]:
     """The options an unknown choice of `group` is told against: for a model or data set,
     those the chosen task(s) accept (not every task's), unless the task comes from an
     eval/predict run's checkpoint; for the other groups, all."""
-    if group not in ("model", "dataset") or _task_from_checkpoint(chosen):
+    if group not in ("model", "dataset") or (not tasks and _task_from_checkpoint(chosen)):
         return options(group)
-    tasks = chosen.get("task") or [default_choice("task")]
+    tasks = tasks or [default_choice("task")]
     return sorted({option for task in tasks for option in accepted(task, group)})
 
 
@@ -84,15 +102,16 @@ def check_task_accepts_option(task: str, group: str, option: str) -> None:
         return
     if group == "loss" and not uses_loss(task):
         raise UserError(f"task={task} computes its own loss, so loss={option} would be ignored; drop loss={option}.")
-    feeds = {"dataset": DATASET_TASKS, "loss": LOSS_TASKS}[group].get(option, ())
+    feeds = declared_tasks(group, option)
     about = f" (a {group} for {', '.join(feeds)})" if feeds else ""
     raise UserError(f"task={task} cannot use {group}={option}{about}; pick one of: {', '.join(fits)}.")
 
 
-def _check_choices(group: str, value: str, listed: list[str]) -> list[str]:
+def _check_choices(group: str, value: str, listed: list[str] | None = None) -> list[str]:
     """The choices of `value`; one that is no option of `group` is refused, with the
-    closest of `listed` and the list itself."""
+    closest of `listed` (all options unless given) and the list itself."""
     valid = options(group)
+    listed = valid if listed is None else listed
     choices = _sweep_values(value)
     for choice in choices:
         if choice not in valid:

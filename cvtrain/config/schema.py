@@ -8,7 +8,7 @@ schemas are per family (a classifier has no `cell`, a recurrent model no
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any, Optional
 
@@ -41,20 +41,60 @@ class Progress(str, Enum):
 
 @dataclass
 class TaskConfig:
+    """What every task has. Each conf/task/*.yaml picks its own schema below (`- _detection@task`),
+    so a key of another task (`task.coco_backend` in a classification run) is an unknown key."""
+
     name: str = MISSING
+    schema: str = "base"  # the schema this node was typed by; a saved config is typed by it again
+    module: Optional[str] = None  # a user's task: the Python module registering its class
     families: list[str] = field(default_factory=list)  # model families the task accepts
     monitor: str = MISSING  # metric that picks checkpoints/best.pt
     monitor_mode: str = "max"  # max | min
     metrics: list[str] = field(default_factory=list)
-    topk: list[int] = field(default_factory=lambda: [1, 5])
-    augment: bool = False  # random horizontal flips, on the device
-    confusion_matrix: bool = True  # save a confusion-matrix image at each evaluation
-    coco_backend: str = "pycocotools"  # detection: pycocotools | faster_coco_eval (same stats, faster)
-    score_threshold: float = 0.5  # detection: boxes drawn in images and printed by mode=predict
 
 
 @dataclass
-class ClassifierModelConfig:
+class ClassificationTaskConfig(TaskConfig):
+    schema: str = "classification"
+    topk: list[int] = field(default_factory=lambda: [1, 5])
+    augment: bool = False  # random horizontal flips, on the device
+    confusion_matrix: bool = True  # save a confusion-matrix image at each evaluation
+
+
+@dataclass
+class SegmentationTaskConfig(TaskConfig):
+    schema: str = "segmentation"
+    augment: bool = False  # flips image and mask together, on the device
+
+
+@dataclass
+class DetectionTaskConfig(TaskConfig):
+    """Detection and instance segmentation (one task class scores both with COCOeval)."""
+
+    schema: str = "detection"
+    augment: bool = False  # random horizontal flips of images and their boxes
+    coco_backend: str = "pycocotools"  # pycocotools | faster_coco_eval (same stats, faster)
+    score_threshold: float = 0.5  # boxes drawn in images and printed by mode=predict
+
+
+@dataclass
+class SequenceTaskConfig(TaskConfig):
+    """Captioning and language modeling: decoding is set in the root's `decode` section."""
+
+    schema: str = "sequence"
+
+
+@dataclass
+class ModelConfig:
+    """What every model family's schema has."""
+
+    # A user's model: the Python module (beside the config folder or the current directory)
+    # whose `@MODELS.register` builder this file names; imported before the task is built.
+    module: Optional[str] = None
+
+
+@dataclass
+class ClassifierModelConfig(ModelConfig):
     name: str = MISSING
     family: str = "classifier"
     weights: Optional[str] = None  # local file with pretrained weights; never downloaded
@@ -64,7 +104,7 @@ class ClassifierModelConfig:
 
 
 @dataclass
-class RecurrentModelConfig:
+class RecurrentModelConfig(ModelConfig):
     """A recurrent language model, or the decoder of a CNN+RNN captioner."""
 
     name: str = MISSING  # rnn | gru | lstm
@@ -83,7 +123,7 @@ class RecurrentModelConfig:
 
 
 @dataclass
-class SegmenterModelConfig:
+class SegmenterModelConfig(ModelConfig):
     """An encoder-decoder that labels every pixel (segmentation task)."""
 
     name: str = MISSING  # unet | encoder_decoder | fcn | deeplabv3
@@ -100,7 +140,7 @@ class SegmenterModelConfig:
 
 
 @dataclass
-class DetectorModelConfig:
+class DetectorModelConfig(ModelConfig):
     """A torchvision detector (detection and instance_segmentation tasks)."""
 
     name: str = MISSING  # faster_rcnn | retinanet | fcos | ssd | mask_rcnn
@@ -154,35 +194,97 @@ class DecodeConfig:
 
 @dataclass
 class DatasetConfig:
+    """What every data set has. Each conf/dataset/*.yaml picks one of the schemas below
+    (`- _shapes`), so a key of another kind of data set is an unknown key there."""
+
     name: str = MISSING
-    root: Optional[str] = None  # folder of a real data set; ShapesWorld needs none
+    schema: str = "base"  # the schema this node was typed by; a saved config is typed by it again
+    tasks: list[str] = field(default_factory=list)  # the tasks it feeds (what --help and the pre-check read)
+    module: Optional[str] = None  # a user's data set: the Python module registering its builder
+    root: Optional[str] = None  # folder (or file) of a real data set; ShapesWorld needs none
     image_size: int = 64
     batch_size: int = 64  # global: split across processes under DDP
     eval_batch_size: int = 256
     num_workers: int = 0
-    val_fraction: float = 0.1
     seed: int = 0  # fixes the data (ShapesWorld scenes, split assignment), not the training
-    num_train: int = 8000  # ShapesWorld sizes
+    # Sizes of a generated data set (ShapesWorld). Here, not in its schema, because task files
+    # and shared test settings size the default data set whichever data set is picked; a data
+    # set read from files ignores them.
+    num_train: int = 8000
     num_val: int = 1000
     num_test: int = 1000
+
+
+@dataclass
+class ShapesDatasetConfig(DatasetConfig):
+    """ShapesWorld feeds every task, so it has the text fields of language modeling and captioning."""
+
+    schema: str = "shapes"
     min_objects: int = 1
     max_objects: int = 4
     cache_dir: Optional[str] = None
-    annotations: Optional[str] = None  # COCO-format json (captions) for image-folder data
     level: str = "word"  # language modeling: word | char
     seq_len: int = 32  # language modeling: tokens per training window
     min_freq: int = 1  # vocabulary: drop rarer tokens (they become <unk>)
     max_vocab: int = 0  # vocabulary: keep at most this many tokens (0: no limit)
     max_caption_len: int = 24  # captioning: tokens kept per caption
-    image_dir: Optional[str] = None  # COCO: image folder ("{root}" and "{split}" are filled in)
+
+
+@dataclass
+class ImageClassesDatasetConfig(DatasetConfig):
+    """Labelled images for classification (digits, MNIST, CIFAR-10, a folder of class folders)."""
+
+    schema: str = "image_classes"
+    val_fraction: float = 0.1  # held out of train when the data set has no val split
+    verify: bool = False  # decode every image file once before training and list all unreadable ones
+
+
+@dataclass
+class TextDatasetConfig(DatasetConfig):
+    """A plain-text corpus for language modeling."""
+
+    schema: str = "text"
+    level: str = "word"  # word | char
+    seq_len: int = 32  # tokens per training window
+    min_freq: int = 1  # vocabulary: drop rarer tokens (they become <unk>)
+    max_vocab: int = 0  # vocabulary: keep at most this many tokens (0: no limit)
+
+
+@dataclass
+class CaptionsDatasetConfig(DatasetConfig):
+    """Images and their captions (COCO captions format)."""
+
+    schema: str = "captions"
+    annotations: Optional[str] = None  # COCO-format captions json
+    min_freq: int = 1
+    max_vocab: int = 0
+    max_caption_len: int = 24  # tokens kept per caption
+    verify: bool = False
+
+
+@dataclass
+class VocDatasetConfig(DatasetConfig):
+    """Images with masks or boxes in a split layout (Pascal VOC)."""
+
+    schema: str = "voc"
     splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "val": "val", "test": "test"})
     classes: Optional[list[str]] = None  # the class list expected of the annotations (checked before training)
-    verify: bool = False  # decode every image file once before training and list all unreadable ones (image files only)
+    verify: bool = False
+
+
+@dataclass
+class CocoDatasetConfig(VocDatasetConfig):
+    """A COCO instances json per split and its image folder."""
+
+    schema: str = "coco"
+    annotations: Optional[str] = None  # "{root}" and "{split}" are filled in
+    image_dir: Optional[str] = None  # image folder ("{root}" and "{split}" are filled in)
 
 
 @dataclass
 class LossConfig:
     name: str = MISSING
+    tasks: list[str] = field(default_factory=list)  # the tasks it feeds (what --help and the pre-check read)
     label_smoothing: float = 0.0
     ignore_index: int = 255  # segmentation: pixels with this label count in no loss or score
     dice_weight: float = 0.0  # segmentation: loss = cross-entropy + dice_weight * Dice
@@ -190,13 +292,32 @@ class LossConfig:
 
 @dataclass
 class OptimizerConfig:
-    name: str = MISSING  # adamw | adam | sgd | rmsprop
+    """The optimizer of every parameter group a task names (see NamedOptimizerConfig)."""
+
+    name: str = MISSING  # adamw | adam | sgd | rmsprop | adagrad | sparse_adam
     lr: float = 1e-3
     weight_decay: float = 0.0
+    weight_decay_1d: bool = True  # false: no decay on biases, norm scales and other 1-D parameters (nanoGPT, CLIP)
     momentum: float = 0.9  # sgd, rmsprop
     nesterov: bool = False
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
+
+
+@dataclass
+class NamedOptimizerConfig:
+    """optimizers.<name>.*: what one of a task's optimizers sets differently from
+    optimizer.* (unset keys inherit), e.g. optimizers.discriminator.lr=4e-4, or
+    optimizers.embeddings.name=sparse_adam for word2vec's sparse embeddings."""
+
+    name: Optional[str] = None
+    lr: Optional[float] = None
+    weight_decay: Optional[float] = None
+    weight_decay_1d: Optional[bool] = None
+    momentum: Optional[float] = None
+    nesterov: Optional[bool] = None
+    betas: Optional[list[float]] = None
+    eps: Optional[float] = None
 
 
 @dataclass
@@ -221,7 +342,10 @@ class TrainerConfig:
     channels_last: bool = False
     compile: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    devices: int = 1  # > 1: DistributedDataParallel over this many processes
+    devices: int = 1  # > 1: DistributedDataParallel over this many processes (per node)
+    nodes: int = 1  # machines; > 1: run the same command on each, with the same rdzv_endpoint and hydra.run.dir
+    rdzv_endpoint: str = ""  # HOST:PORT where nodes meet (c10d); empty: a free local port, MASTER_ADDR:PORT for nodes>1
+    max_restarts: int = 0  # restarts of the worker group after a worker fails; each resumes from last.pt
     dist_backend: str = "auto"  # auto (nccl on CUDA, gloo on CPU) | nccl | gloo
     deterministic: bool = False
     ema_decay: float = 0.0  # > 0 keeps an exponential moving average of the weights
@@ -249,18 +373,19 @@ class PathsConfig:
 class CvtrainConfig:
     """The root of every composed config."""
 
-    task: TaskConfig = field(default_factory=TaskConfig)
+    task: Any = MISSING  # a task schema, chosen by the task file
     model: Any = MISSING  # a family schema, chosen by the model file
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    dataset: Any = MISSING  # a data-set schema, chosen by the data set's file
     loss: LossConfig = field(default_factory=LossConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    optimizers: dict[str, NamedOptimizerConfig] = field(default_factory=dict)  # per optimizer name, over optimizer.*
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     mode: Mode = Mode.train
     seed: int = 42
-    ckpt: Optional[str] = None  # checkpoint for mode=eval|predict
+    ckpt: Any = None  # mode=eval|predict: a path, or several ({base: A.pt, upsampler: B.pt}; the first is primary)
     input: Optional[str] = None  # glob of inputs for mode=predict
     split: str = "test"  # the split mode=eval scores
     prompt: Optional[str] = None  # language modeling: text to continue in mode=predict
@@ -276,13 +401,80 @@ MODEL_SCHEMAS = {
     "detector": DetectorModelConfig,
     "instance_segmenter": InstanceSegmenterModelConfig,
 }
+TASK_SCHEMAS = {
+    "base": TaskConfig,
+    "classification": ClassificationTaskConfig,
+    "segmentation": SegmentationTaskConfig,
+    "detection": DetectionTaskConfig,
+    "sequence": SequenceTaskConfig,
+}
+DATASET_SCHEMAS = {
+    "base": DatasetConfig,
+    "shapes": ShapesDatasetConfig,
+    "image_classes": ImageClassesDatasetConfig,
+    "text": TextDatasetConfig,
+    "captions": CaptionsDatasetConfig,
+    "voc": VocDatasetConfig,
+    "coco": CocoDatasetConfig,
+}
+# The schemas of the shipped files, for configs saved before sections named their schema.
+_SAVED_BEFORE_SCHEMA_KEY = {
+    "task": {
+        "classification": "classification", "segmentation": "segmentation", "detection": "detection",
+        "instance_segmentation": "detection", "captioning": "sequence", "language_modeling": "sequence",
+    },
+    "dataset": {
+        "shapes": "shapes", "digits": "image_classes", "mnist": "image_classes", "cifar10": "image_classes",
+        "image_folder": "image_classes", "text": "text", "coco_captions": "captions", "voc": "voc", "coco": "coco",
+    },
+}
+# The sections typed per file, the table of their schemas, and the key naming the schema.
+SECTION_SCHEMAS = {
+    "task": (TASK_SCHEMAS, "schema"),
+    "model": (MODEL_SCHEMAS, "family"),
+    "dataset": (DATASET_SCHEMAS, "schema"),
+}
 
 
 def register() -> None:
-    """Put the schemas in Hydra's ConfigStore, where the YAML files' defaults find them."""
+    """Put the schemas in Hydra's ConfigStore, where the YAML files' defaults find them
+    (`- _classifier` in a model file, `- _shapes` in a data set's, `- _detection@task` in a task's)."""
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
     store.store(name="cvtrain_schema", node=CvtrainConfig)
-    for family, schema in MODEL_SCHEMAS.items():
-        store.store(group="model", name=f"_{family}", node=schema)
+    for group, (schemas, _) in SECTION_SCHEMAS.items():
+        for kind, schema in schemas.items():
+            store.store(group=group, name=f"_{kind}", node=schema)
+
+
+def typed_section(section: str, saved: Any) -> Any:
+    """A saved config's task, model or data-set section typed again by the schema it names
+    (its `schema`, or a model's `family`). Keys that schema lacks are dropped: a saved config
+    was written by cvtrain, and one written before the schemas were split per family holds
+    every family's keys. An unnamed or unknown schema types it by the base (for a model, not
+    at all: the families share no base worth checking against)."""
+    from omegaconf import OmegaConf
+
+    schemas, key = SECTION_SCHEMAS[section]
+    node = OmegaConf.create(saved)
+    kind = node.get(key) or _SAVED_BEFORE_SCHEMA_KEY.get(section, {}).get(str(node.get("name")), "base")
+    schema = schemas.get(str(kind))
+    if schema is None:
+        return node
+    known = {f.name for f in fields(schema)}
+    kept = {k: v for k, v in OmegaConf.to_container(node).items() if k in known}
+    return OmegaConf.merge(OmegaConf.structured(schema), kept)
+
+
+def typed_config(saved: Any) -> Any:
+    """A whole saved config typed by the root schema, its per-file sections by their own."""
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.create(saved)
+    sections = {s: typed_section(s, node[s]) for s in SECTION_SCHEMAS if node.get(s) is not None}
+    rest = {k: v for k, v in OmegaConf.to_container(node).items() if k not in sections}
+    cfg = OmegaConf.merge(OmegaConf.structured(CvtrainConfig), rest)
+    for section, typed in sections.items():
+        cfg[section] = typed
+    return cfg

@@ -1,6 +1,7 @@
 """Data: the embedded ShapesWorld data set, real formats from a local path, loaders.
 
-The builder modules register themselves in `cvtrain.registry.DATASETS` when the
-registry is first used; this package imports nothing itself, so the numpy-only
-generator (`cvtrain.data.shapesworld`) loads without torch.
+`cvtrain.registry.DATASETS` imports every module of this package at its first lookup,
+so a new builder module registers itself without being listed; this package imports
+nothing itself, so the numpy-only generator (`cvtrain.data.shapesworld`) loads
+without torch.
 """

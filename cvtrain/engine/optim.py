@@ -1,5 +1,7 @@
 """Optimizers and learning-rate schedules, built from the optimizer and scheduler configs.
 
+A task names its optimizers (parameter_groups); each is built from optimizer.* with
+optimizers.<name>.* on top, so a GAN's discriminator can take another lr or type.
 Every schedule is a multiplier of the base learning rate per optimizer step, with a
 linear warm-up in front: one LambdaLR covers them all and resumes exactly from its
 state dict.
@@ -8,42 +10,102 @@ state dict.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from torch.optim.lr_scheduler import LambdaLR
 
-from cvtrain.errors import unknown_choice
+from cvtrain.errors import UserError, unknown_choice
 
 
-def _adamw(params, cfg):
-    return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+def _adamw(groups, cfg):
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
 
 
-def _adam(params, cfg):
-    return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+def _adam(groups, cfg):
+    return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
 
 
-def _sgd(params, cfg):
+def _sgd(groups, cfg):
+    """SGD; takes sparse gradients (nn.Embedding(sparse=True)) when weight_decay is 0."""
     return torch.optim.SGD(
-        params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+        groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
         weight_decay=cfg.weight_decay,
     )
 
 
-def _rmsprop(params, cfg):
-    return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, eps=cfg.eps, weight_decay=cfg.weight_decay)
+def _rmsprop(groups, cfg):
+    return torch.optim.RMSprop(groups, lr=cfg.lr, momentum=cfg.momentum, eps=cfg.eps, weight_decay=cfg.weight_decay)
 
 
-OPTIMIZERS = {"adamw": _adamw, "adam": _adam, "sgd": _sgd, "rmsprop": _rmsprop}
+def _adagrad(groups, cfg):
+    """Adagrad, the classic optimizer of sparse embeddings (word2vec, GloVe)."""
+    return torch.optim.Adagrad(groups, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay)
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], cfg) -> torch.optim.Optimizer:
-    """The optimizer `cfg.name` over the parameters that require gradients."""
+def _sparse_adam(groups, cfg):
+    """Adam that updates only the embedding rows a batch used: sparse gradients only."""
+    if cfg.weight_decay:
+        raise UserError("optimizer sparse_adam has no weight decay: set its weight_decay=0.")
+    return torch.optim.SparseAdam(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+
+
+OPTIMIZERS = {
+    "adamw": _adamw, "adam": _adam, "sgd": _sgd, "rmsprop": _rmsprop, "adagrad": _adagrad, "sparse_adam": _sparse_adam,
+}
+
+
+def settings_for(name: str, base, named: Mapping[str, Any]):
+    """optimizer.* with the keys optimizers.<name>.* sets on top: a GAN's
+    optimizers.discriminator.lr=4e-4 changes the discriminator's lr only."""
+    own = {k: v for k, v in OmegaConf.to_container(named[name]).items() if v is not None} if name in named else {}
+    return OmegaConf.merge(base, own) if own else base
+
+
+def check_named(named: Mapping[str, Any], names: Iterable[str]) -> None:
+    """optimizers.<name> must name one of the task's optimizers."""
+    valid = list(names)
+    for name in named:
+        if name not in valid:
+            raise unknown_choice("optimizers.<name>", name, valid, "Set the optimizers this task trains.")
+
+
+def param_groups(params, cfg) -> list[dict[str, Any]]:
+    """torch parameter groups over the parameters that require gradients. `params` is an
+    iterable of parameters or of group dicts (the task's own settings, e.g. no decay on a
+    temperature); with weight_decay_1d=false each group's 1-D parameters (biases, norm
+    scales) go to a twin group without weight decay, as nanoGPT and timm do."""
+    items = list(params)
+    groups = [dict(g) for g in items] if items and isinstance(items[0], dict) else [{"params": items}]
+    out: list[dict[str, Any]] = []
+    for group in groups:
+        trainable = [p for p in group["params"] if p.requires_grad]
+        if cfg.weight_decay_1d or "weight_decay" in group:
+            out.append({**group, "params": trainable})
+            continue
+        out.append({**group, "params": [p for p in trainable if p.ndim > 1]})
+        out.append({**group, "params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0})
+    return [g for g in out if g["params"]]
+
+
+def build_optimizer(params, cfg, names: Mapping[int, str] | None = None, sparse: Collection[int] = ()) -> torch.optim.Optimizer:
+    """The optimizer `cfg.name` over `params` (see param_groups). `names` maps parameter
+    ids to their module paths and `sparse` holds the ids of parameters with sparse
+    gradients (nn.Embedding(sparse=True)): SparseAdam takes only those, and says which
+    parameter is wrong now rather than at its first step."""
     if cfg.name not in OPTIMIZERS:
         raise unknown_choice("optimizer", cfg.name, OPTIMIZERS, "Pick one with optimizer=NAME.")
-    trainable = [p for p in params if p.requires_grad]
-    return OPTIMIZERS[cfg.name](trainable, cfg)
+    groups = param_groups(params, cfg)
+    if cfg.name == "sparse_adam":
+        dense = [p for g in groups for p in g["params"] if id(p) not in sparse]
+        if dense:
+            raise UserError(
+                f"optimizer sparse_adam takes sparse gradients only, but {(names or {}).get(id(dense[0]), 'a parameter')} "
+                "gets dense ones: give it another optimizer (optimizers.<name>.name=adam) or use nn.Embedding(sparse=True)."
+            )
+    return OPTIMIZERS[cfg.name](groups, cfg)
 
 
 def _constant(progress: float, cfg) -> float:
@@ -83,5 +145,11 @@ def lr_multiplier(cfg, total_steps: int) -> Callable[[int], float]:
     return multiplier
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg, total_steps: int) -> LambdaLR:
-    return LambdaLR(optimizer, lr_multiplier(cfg, total_steps))
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg, total_steps: int, done_steps: int = 0) -> LambdaLR:
+    """The schedule of `optimizer`, already `done_steps` in: an optimizer rebuilt at a
+    phase change goes on where its predecessor was."""
+    if done_steps <= 0:
+        return LambdaLR(optimizer, lr_multiplier(cfg, total_steps))
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+    return LambdaLR(optimizer, lr_multiplier(cfg, total_steps), last_epoch=done_steps - 1)

@@ -10,6 +10,7 @@ while evaluating. A task never loops, never calls backward and never touches dev
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,18 @@ import torch
 from torch import nn
 
 StepFn = Callable[[str, torch.Tensor], None]
+
+
+@dataclass(frozen=True)
+class ModulePolicy:
+    """How the trainer treats one of the task's modules. A GAN keeps an EMA of its
+    generator only; a module whose steps leave some parameters without a gradient (a
+    progressive GAN's faded-out block) needs DDP's unused-parameter search."""
+
+    ema: bool = True  # keep an exponential moving average when trainer.ema_decay > 0
+    compile: bool = True  # torch.compile it when trainer.compile
+    find_unused_parameters: bool = False  # DDP: a step may leave some parameters without a gradient
+    sync_buffers: bool = True  # DDP: rank 0's buffers (BatchNorm statistics) go to all before each forward
 
 
 class Task:
@@ -31,6 +44,7 @@ class Task:
         self.device = torch.device("cpu")  # set by the trainer
         self.run_dir: Path | None = None  # set by the trainer: where a task may write its files (rank 0)
         self.global_step, self.epoch = 0, 0  # set by the trainer before each train_step
+        self.phase = 0  # set by the trainer: the phase the models are in (see phase_at)
 
     # --- building -------------------------------------------------------------
     def build_models(self) -> dict[str, nn.Module]:
@@ -45,9 +59,16 @@ class Task:
         """How samples become a batch; None for in-memory data (batched by indexing)."""
         return None
 
-    def parameter_groups(self) -> dict[str, Iterable[nn.Parameter]]:
-        """One optimizer per name; train_step steps each with step(name, loss)."""
+    def parameter_groups(self) -> dict[str, Iterable[nn.Parameter] | list[dict[str, Any]]]:
+        """One optimizer per name; train_step steps each with step(name, loss). A value is
+        the parameters, or torch parameter-group dicts for settings of their own, e.g.
+        [{"params": [logit_scale], "weight_decay": 0.0}, {"params": rest}]. The optimizer's
+        settings come from optimizer.* with optimizers.<name>.* on top."""
         return {"main": [p for m in self.models.values() for p in m.parameters()]}
+
+    def module_policy(self, name: str) -> ModulePolicy:
+        """EMA, DDP and compile policy of module `name` (see ModulePolicy)."""
+        return ModulePolicy()
 
     def steps_per_training_step(self, name: str) -> float:
         """How often train_step steps optimizer `name` per training step: 3 for a critic
@@ -55,9 +76,24 @@ class Task:
         optimizer's LR schedule, which advances with its own steps."""
         return 1.0
 
-    def optimizer_config(self, name: str, base):
-        """The optimizer config for `name` (a GAN may give its discriminator another lr)."""
-        return base
+    def after_optimizer_step(self, name: str) -> None:
+        """Called (without gradients) after optimizer `name` stepped: clamp CLIP's
+        temperature, clip a WGAN critic's weights."""
+
+    # --- phases (a progressive GAN grows its networks) -------------------------
+    def phase_at(self, epoch: int) -> int:
+        """The phase epoch `epoch` trains in; phases only grow and change between epochs.
+        At a change the trainer calls enter_phase, then rebuilds optimizers (keeping the
+        state of parameters that stay), DDP and compile wrappers, EMA copies and loaders
+        (build_dataset may read self.phase: a larger resolution). A checkpoint records
+        the phase, so a resumed run comes back in it."""
+        return 0
+
+    def enter_phase(self, phase: int, models: dict[str, nn.Module]) -> None:
+        """Grow `models` (the task's modules, or a subset: their EMA copies) from phase
+        `phase - 1` to `phase`, in place. New layers may start at random: the trainer
+        copies the training weights into the EMA copies' new layers."""
+        raise NotImplementedError(f"{type(self).__name__}.phase_at returned phase {phase} but enter_phase is missing")
 
     # --- training -------------------------------------------------------------
     def train_step(self, batch: Any, step: StepFn) -> dict[str, torch.Tensor]:

@@ -1,15 +1,20 @@
 """The one training loop: every task, from a classifier to a GAN, runs through it.
 
 The trainer prepares the task's models (device, channels_last, DDP, torch.compile,
-EMA), builds one optimizer and LR schedule per parameter group the task names, and
-runs epochs of `task.train_step(batch, step)`. The task calls `step(name, loss)` once
-per optimizer; the trainer does the rest (AMP scaling, gradient accumulation, clipping,
-scheduler steps). Evaluation, checkpoints and records happen on the trainer's side.
+EMA, each as the task's module_policy says), builds one optimizer, LR schedule and loss
+scaler per parameter group the task names, and runs epochs of
+`task.train_step(batch, step)`. The task calls `step(name, loss)` for each optimizer
+as often as it likes; the trainer does the rest (AMP scaling, gradient accumulation,
+clipping, scheduler steps, the task's after_optimizer_step hook). At a phase change
+(a progressive GAN growing) it rebuilds what depends on the models. Evaluation,
+checkpoints and records happen on the trainer's side.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
+import inspect
 import logging
 import math
 import time
@@ -25,7 +30,7 @@ from cvtrain.engine import checkpoint as ckpt
 from cvtrain.engine import distributed as dist
 from cvtrain.engine.device import configure_runtime, move_batch, select_device
 from cvtrain.engine.loader import build_loader
-from cvtrain.engine.optim import build_optimizer, build_scheduler
+from cvtrain.engine.optim import build_optimizer, build_scheduler, check_named, settings_for
 from cvtrain.engine.precision import resolve as resolve_precision
 from cvtrain.engine.progress import Progress
 from cvtrain.engine.records import MetricsWriter, plot_curves, read_metrics
@@ -34,6 +39,11 @@ from cvtrain.engine.task import Task
 from cvtrain.errors import NonFiniteLoss, Stopped, UserError, unknown_choice
 
 log = logging.getLogger("cvtrain")
+
+# DDP's switch for sending rank 0's buffers before each forward: torch 2.10+ calls it
+# forward_sync_buffers and deprecates broadcast_buffers.
+_DDP_SYNC_BUFFERS = ("forward_sync_buffers" if "forward_sync_buffers" in
+                     inspect.signature(DistributedDataParallel.__init__).parameters else "broadcast_buffers")
 
 
 class Trainer:
@@ -51,6 +61,8 @@ class Trainer:
         self._build_models()
         self.writer = MetricsWriter(self.run_dir, cfg.logger.tensorboard, self.env.is_main)
         self.epoch, self.global_step, self.best, self.best_epoch = 0, 0, None, None
+        self.phase = 0  # the task's phase (a progressive GAN's resolution); only grows
+        self.total_steps = 1  # optimizer steps of the whole run, set once the loader is known
         self.batch_in_epoch = 0  # batches of the current epoch already trained (a mid-epoch last.pt)
         self.train_sums: dict[str, torch.Tensor] = {}  # logged losses since the last evaluation ...
         self.train_count = 0  # ... and the batches they sum over
@@ -72,31 +84,78 @@ class Trainer:
     def _build_models(self) -> None:
         torch.manual_seed(self.cfg.seed)  # the same initial weights on every rank
         models = self.task.build_models()
-        fmt = torch.channels_last if self.tcfg.channels_last else torch.contiguous_format
-        for module in models.values():
-            module.to(self.device, memory_format=fmt)
+        self._place(models)
         self.task.models = models
-        self.ema = {n: self._ema_copy(m) for n, m in models.items()} if self.tcfg.ema_decay > 0 else {}
-        self.train_modules = {n: self._wrap(m) for n, m in models.items()}
+        keep_ema = self.tcfg.ema_decay > 0
+        self.ema = {n: self._ema_copy(m) for n, m in models.items() if keep_ema and self.task.module_policy(n).ema}
+        self.train_modules: dict[str, nn.Module] = {}
+        self._rewrap()
         torch.manual_seed(self.cfg.seed + self.env.rank)  # but rank-specific dropout
+
+    def _place(self, modules: dict[str, nn.Module]) -> None:
+        fmt = torch.channels_last if self.tcfg.channels_last else torch.contiguous_format
+        for module in modules.values():
+            module.to(self.device, memory_format=fmt)
 
     def _ema_copy(self, module: nn.Module) -> nn.Module:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
         return AveragedModel(module, multi_avg_fn=get_ema_multi_avg_fn(self.tcfg.ema_decay), use_buffers=True)
 
-    def _wrap(self, module: nn.Module) -> nn.Module:
+    def _rewrap(self) -> None:
+        """(Re)wrap every module for training. The old DDP wrappers are dropped first:
+        their gradient hooks must not outlive them on modules that grew."""
+        self.train_modules.clear()
+        gc.collect()
+        self.train_modules.update({n: self._wrap(n, m) for n, m in self.task.models.items()})
+
+    def _wrap(self, name: str, module: nn.Module) -> nn.Module:
+        policy = self.task.module_policy(name)
         if self.env.enabled and any(p.requires_grad for p in module.parameters()):
             ids = [self.device.index] if self.device.type == "cuda" else None
-            module = DistributedDataParallel(module, device_ids=ids)
-        if self.tcfg.compile:
+            module = DistributedDataParallel(
+                module, device_ids=ids, find_unused_parameters=policy.find_unused_parameters,
+                **{_DDP_SYNC_BUFFERS: policy.sync_buffers},
+            )
+        if self.tcfg.compile and policy.compile:
             module = torch.compile(module)
         return module
 
     def eval_modules(self) -> dict[str, nn.Module]:
+        """The modules evaluation uses: the EMA copy where one is kept, else the module."""
+        return {n: self.ema[n].module if n in self.ema else m for n, m in self.task.models.items()}
+
+    # --- phases ---------------------------------------------------------------
+    def _enter_phase(self, phase: int) -> bool:
+        """Grow the models to `phase` (one phase at a time) and rebuild what depends on
+        them: wrappers, EMA copies' new layers, optimizers. True when the phase changed."""
+        if phase == self.phase:
+            return False
+        if phase < self.phase:
+            raise UserError(f"{type(self.task).__name__}.phase_at went back from phase {self.phase} to {phase} at "
+                            f"epoch {self.epoch + 1}; phases only grow (resume with the config the run was trained with).")
+        for step_to in range(self.phase + 1, phase + 1):
+            self.phase = self.task.phase = step_to
+            self._grow(step_to)
+        self._rewrap()
+        if self.optimizers:
+            self._make_optimizers()
+        log.info("phase %d from epoch %d", phase, self.epoch + 1)
+        return True
+
+    def _grow(self, phase: int) -> None:
+        """The task grows its modules and their EMA copies; an EMA copy's new layers start
+        from the training weights, not from a second random draw."""
+        had = {n: set(e.module.state_dict()) for n, e in self.ema.items()}
+        self.task.enter_phase(phase, self.task.models)
+        self._place(self.task.models)
         if self.ema:
-            return {n: e.module for n, e in self.ema.items()}
-        return self.task.models
+            self.task.enter_phase(phase, {n: e.module for n, e in self.ema.items()})
+            self._place({n: e.module for n, e in self.ema.items()})
+        for name, ema in self.ema.items():
+            trained = self.task.models[name].state_dict()
+            new = {k: trained[k] for k in ema.module.state_dict() if k not in had[name]}
+            ema.module.load_state_dict(new, strict=False)
 
     # --- data -----------------------------------------------------------------
     def loader(self, split: str, train: bool):
@@ -118,42 +177,93 @@ class Trainer:
     def _build_optimizers(self, steps_per_epoch: int) -> None:
         total = self.tcfg.max_steps if self.tcfg.max_steps > 0 else self.tcfg.epochs * steps_per_epoch
         self.total_steps = max(1, total)
-        for name, params in self.task.parameter_groups().items():
-            optimizer = build_optimizer(params, self.task.optimizer_config(name, self.cfg.optimizer))
+        self._make_optimizers()
+
+    def _make_optimizers(self) -> None:
+        """One optimizer per name the task gives, each from optimizer.* with optimizers.<name>.*
+        on top. Rebuilt at a phase change: the state of parameters that stay is carried over,
+        and each schedule goes on from its own step count; loss scalers are kept."""
+        groups = self.task.parameter_groups()
+        named = self.cfg.get("optimizers") or {}
+        check_named(named, groups)
+        names, sparse = self._parameter_names()
+        previous, self.optimizers = self.optimizers, {}
+        for name, params in groups.items():
+            optimizer = build_optimizer(params, settings_for(name, self.cfg.optimizer, named), names, sparse)
+            if name in previous:
+                _carry_state(previous[name], optimizer)
             self.optimizers[name] = optimizer
             own_steps = max(1, math.ceil(self.total_steps * self.task.steps_per_training_step(name)))
-            self.schedulers[name] = build_scheduler(optimizer, self.cfg.scheduler, own_steps)
-            self.scalers[name] = torch.amp.GradScaler(self.device.type, enabled=self.precision.needs_scaler)
-            self.optimizer_steps[name] = 0
+            done = self.optimizer_steps.setdefault(name, 0)
+            self.schedulers[name] = build_scheduler(optimizer, self.cfg.scheduler, own_steps, done)
+            if name not in self.scalers:
+                self.scalers[name] = torch.amp.GradScaler(self.device.type, enabled=self.precision.needs_scaler)
         owned = {name: [p for group in opt.param_groups for p in group["params"]] for name, opt in self.optimizers.items()}
+        self._others = {}
         for name, params in owned.items():
             mine = {id(p) for p in params}
             self._others[name] = [p for other, ps in owned.items() if other != name for p in ps if id(p) not in mine]
 
-    def step(self, name: str, loss: torch.Tensor) -> None:
-        """Backward `loss` for optimizer `name`; step it at the end of an accumulation cycle."""
-        if name not in self.optimizers:
-            raise unknown_choice("optimizer name", name, self.optimizers)
-        optimizer, scaler = self.optimizers[name], self.scalers[name]
-        finite = torch.isfinite(loss.detach()).all()  # no sync here: checked once per cycle
-        self._nonfinite[name] = self._nonfinite[name] | ~finite if name in self._nonfinite else ~finite
-        with self.precision.without_autocast(), _kept_apart(self._others[name]):
+    def _parameter_names(self) -> tuple[dict[int, str], set[int]]:
+        """Parameter id -> "model.layer.weight" (for errors), and the ids of parameters
+        whose gradients are sparse (nn.Embedding/EmbeddingBag(sparse=True))."""
+        names, sparse = {}, set()
+        for model_name, model in self.task.models.items():
+            names.update({id(p): f"{model_name}.{n}" for n, p in model.named_parameters()})
+            sparse.update(id(m.weight) for m in model.modules()
+                          if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.sparse)
+        return names, sparse
+
+    def step(self, name: str | tuple[str, ...], loss: torch.Tensor) -> None:
+        """Backward `loss` into the parameters of optimizer `name` only; step it at the end
+        of an accumulation cycle. A tuple of names backpropagates one loss into several
+        optimizers (word2vec's sparse embeddings and dense head) with one backward pass;
+        they then share the first one's loss scaler."""
+        names = (name,) if isinstance(name, str) else tuple(name)
+        for each in names:
+            if each not in self.optimizers:
+                raise unknown_choice("optimizer name", each, self.optimizers)
+        infinite = ~torch.isfinite(loss.detach()).all()  # no sync here: checked once per cycle
+        for each in names:
+            self._nonfinite[each] = self._nonfinite[each] | infinite if each in self._nonfinite else infinite
+        scaler = self.scalers[names[0]]
+        with self.precision.without_autocast(), _kept_apart(self._outside(names)):
             scaler.scale(loss / self.tcfg.grad_accum).backward()
         if not self._boundary:
             return
-        if self._cycle_was_nonfinite(name):
-            optimizer.zero_grad(set_to_none=True)  # never apply a NaN update
-            return
+        stepped = [n for n in names if not self._cycle_was_nonfinite(n)]  # every name: each one syncs
+        for each in names:
+            if each in stepped:
+                self._apply(each, scaler)
+            else:
+                self.optimizers[each].zero_grad(set_to_none=True)  # never apply a NaN update
+        if stepped:
+            scaler.update()
+        for each in stepped:
+            self.schedulers[each].step()
+            self.optimizers[each].zero_grad(set_to_none=True)
+            self.optimizer_steps[each] += 1
+            self._stepped = True
+            with torch.no_grad():
+                self.task.after_optimizer_step(each)
+
+    def _apply(self, name: str, scaler: torch.amp.GradScaler) -> None:
+        """Clip (after unscaling) and step optimizer `name`; the scaler skips a step whose
+        gradients overflowed in float16."""
+        optimizer = self.optimizers[name]
         if self.tcfg.clip_grad_norm > 0:
             scaler.unscale_(optimizer)
             params = [p for group in optimizer.param_groups for p in group["params"]]
             torch.nn.utils.clip_grad_norm_(params, self.tcfg.clip_grad_norm)
         scaler.step(optimizer)
-        scaler.update()
-        self.schedulers[name].step()
-        optimizer.zero_grad(set_to_none=True)
-        self.optimizer_steps[name] += 1
-        self._stepped = True
+
+    def _outside(self, names: tuple[str, ...]) -> list[nn.Parameter]:
+        """The parameters of every optimizer but `names`: a backward must leave them alone."""
+        if len(names) == 1:
+            return self._others[names[0]]
+        mine = {id(p) for n in names for group in self.optimizers[n].param_groups for p in group["params"]}
+        outside = {id(p): p for n in names for p in self._others[n] if id(p) not in mine}
+        return list(outside.values())
 
     def _cycle_was_nonfinite(self, name: str) -> bool:
         """Whether any rank saw a NaN/inf loss for `name` in this accumulation cycle
@@ -182,6 +292,7 @@ class Trainer:
         steps_per_epoch = max(1, train_loader.batch_sampler.batches_per_epoch() // self.tcfg.grad_accum)
         self._build_optimizers(steps_per_epoch)
         self._maybe_resume()
+        loaders_phase = 0  # the phase the loaders were built in
         if self._done() and self.global_step > 0:  # a requeue or resume of a finished run
             log.info("the run in %s is already complete (epoch %d, step %d)", self.run_dir, self.epoch, self.global_step)
             self.writer.close()
@@ -195,6 +306,9 @@ class Trainer:
         results: dict[str, float] = {}
         with self.stops:
             while not self._done():
+                self._enter_phase(self.task.phase_at(self.epoch))
+                if loaders_phase != self.phase:  # a phase may train on other data (a larger resolution)
+                    train_loader, val_loader, loaders_phase = self.loader("train", True), self.eval_batches("val"), self.phase
                 results = self._train_epoch(train_loader, val_loader) or results
                 self.epoch += 1
                 if self._eval_due_at_epoch_end():
@@ -364,7 +478,8 @@ class Trainer:
         name, mode = self.task.monitor()
         if name not in results:
             raise UserError(f"task.monitor={name} is not a metric of this task; valid: {', '.join(sorted(results))}.")
-        improved = self.best is None or (results[name] > self.best if mode == "max" else results[name] < self.best)
+        improved = self._rank0_says(
+            self.best is None or (results[name] > self.best if mode == "max" else results[name] < self.best))
         if improved:
             self.best, self.best_epoch = results[name], self.epoch
         record = {"epoch": self.epoch, "step": self.global_step, **results, **train,
@@ -377,6 +492,15 @@ class Trainer:
             self._save("best")
         return results
 
+    def _rank0_says(self, flag: bool) -> bool:
+        """Rank 0's decision on every rank: a task whose metrics differ by rank (not reduced)
+        must not make one rank save best.pt, a collective, and the others not."""
+        if not self.env.enabled:
+            return flag
+        decision = torch.tensor([int(flag)], device=self.device)
+        torch.distributed.broadcast(decision, src=0)
+        return bool(decision.item())
+
     # --- checkpoints ----------------------------------------------------------
     def _state(self, rng: list[dict[str, Any]]) -> dict[str, Any]:
         return {
@@ -387,7 +511,7 @@ class Trainer:
             "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
             "scalers": {n: s.state_dict() for n, s in self.scalers.items()},
             "trainer": {
-                "epoch": self.epoch, "step": self.global_step, "best": self.best, "best_epoch": self.best_epoch,
+                "phase": self.phase, "epoch": self.epoch, "step": self.global_step, "best": self.best, "best_epoch": self.best_epoch,
                 "batch_in_epoch": self.batch_in_epoch, "optimizer_steps": dict(self.optimizer_steps),
                 "train_sums": {k: v.cpu() for k, v in self.train_sums.items()}, "train_count": self.train_count,
             },
@@ -447,8 +571,10 @@ class Trainer:
                 torch.manual_seed(self.cfg.seed + 1000 * self.epoch + self.env.rank)
 
     def load_weights(self, state: dict[str, Any]) -> None:
-        """Models, EMA and task state from a loaded checkpoint; mismatches are user errors."""
+        """Models, EMA and task state from a loaded checkpoint (grown to its phase first);
+        mismatches are user errors."""
         self.task.load_state_dict(state.get("task", {}))
+        self._enter_phase(state.get("trainer", {}).get("phase", 0))
         for name, module in self.task.models.items():
             _load_module(module, state["models"], name)
         for name, ema in self.ema.items():
@@ -486,6 +612,15 @@ def _kept_apart(others: list[nn.Parameter]):
     finally:
         for p, grad in zip(others, kept):
             p.grad = grad
+
+
+def _carry_state(old: torch.optim.Optimizer, new: torch.optim.Optimizer) -> None:
+    """Adam's moments (and any per-parameter state) of the parameters both optimizers
+    hold move to the rebuilt one; new parameters start fresh."""
+    for group in new.param_groups:
+        for param in group["params"]:
+            if param in old.state:
+                new.state[param] = old.state[param]
 
 
 def _add(sums: dict[str, torch.Tensor], values: dict[str, torch.Tensor]) -> None:

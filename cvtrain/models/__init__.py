@@ -1,6 +1,6 @@
 """Models: plain nn.Modules with registered builders and no training logic.
 
-Importing this package registers every builder in `cvtrain.registry.MODELS`.
+`cvtrain.registry.MODELS` imports every module of this package at its first lookup, so
+a new module registers its builders without being listed anywhere; a composite model
+(the captioner) builds its parts from sub-configs through MODELS too.
 """
-
-from cvtrain.models import classifiers, detection, recurrent, segmentation  # noqa: F401  (registers builders)

@@ -5,14 +5,25 @@ of every decoder layer (and, for an LSTM, its cell state). A projection of the s
 vector is also concatenated to every word embedding ("par-inject"), so the decoder
 need not carry what it saw through its memory alone. Teacher forcing in training
 (`forward`), one token at a time when generating (`init_state` + `step`).
+
+`build_captioner` (registered as MODELS "captioner") assembles one from the model
+config: the encoder from the `encoder*` keys, through MODELS like any classifier, and
+the recurrent core from the rest. A composite model is built this way, here in models/
+from its parts' sub-configs, so the task that trains it only asks for "the model".
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+from cvtrain.models.classifiers import as_encoder
+from cvtrain.registry import MODELS
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 
 class Captioner(nn.Module):
@@ -117,3 +128,31 @@ class AttentionCaptioner(nn.Module):
     def step(self, tokens: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         logits, state = self._step_logits(tokens, state)
         return logits.float().log_softmax(dim=-1), state
+
+
+# --- assembly from the model config ---------------------------------------------------
+
+
+def encoder_config(cfg: DictConfig) -> DictConfig:
+    """The classifier config of a captioner's encoder, from the captioner's `encoder*`
+    keys (model.encoder=resnet18 model.encoder_weights=...), so users set one model."""
+    from omegaconf import OmegaConf  # here: filling MODELS should not import it (a config has it loaded)
+
+    return OmegaConf.create({
+        "name": cfg.encoder, "family": "classifier", "weights": cfg.encoder_weights,
+        "freeze_backbone": cfg.freeze_encoder, "dropout": 0.0, "width": cfg.encoder_width,
+    })
+
+
+@MODELS.register("captioner", family="captioner")
+def build_captioner(cfg: DictConfig, vocab_size: int) -> nn.Module:
+    """The captioner for model=rnn|gru|lstm with task=captioning: a classifier encoder
+    (model.encoder) without its head, keeping a grid of features, and a recurrent decoder
+    of kind model.name; with model.attention, one that attends over the grid."""
+    classifier = MODELS.get(cfg.encoder, families=("classifier",))(encoder_config(cfg), num_classes=1, in_channels=3)
+    encoder, features = as_encoder(classifier, grid=cfg.encoder_grid)
+    core = MODELS.get(cfg.name, families=("recurrent",))(cfg, input_size=2 * cfg.embed_dim)
+    args = (vocab_size, cfg.embed_dim, core, cfg.hidden_dim, cfg.num_layers, cfg.name == "lstm")
+    if cfg.attention:
+        return AttentionCaptioner(encoder, features, cfg.encoder_grid, *args, dropout=cfg.dropout)
+    return Captioner(encoder, features, *args, dropout=cfg.dropout)

@@ -1,12 +1,5 @@
 """Tasks: how a batch becomes losses, predictions and scores. A task owns no loop.
 
-Importing this package registers every task in `cvtrain.registry.TASKS`.
+`cvtrain.registry.TASKS` (and `LOSSES`) import every module of this package at their
+first lookup, so a new task module registers itself without being listed anywhere.
 """
-
-from cvtrain.tasks import (  # noqa: F401  (registers the tasks)
-    captioning,
-    classification,
-    detection,
-    language_modeling,
-    segmentation,
-)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -22,8 +21,6 @@ from cvtrain.data.memory import InMemoryDataset
 from cvtrain.data.text import Vocabulary, detokenize, tokenize
 from cvtrain.engine.distributed import broadcast_object, env_from_os, gather_objects
 from cvtrain.engine.task import Task
-from cvtrain.models.captioner import AttentionCaptioner, Captioner
-from cvtrain.models.classifiers import as_encoder
 from cvtrain.models.decoding import beam_search, greedy
 from cvtrain.registry import DATASETS, MODELS, TASKS
 from cvtrain.tasks.figures import save_image_grid
@@ -77,20 +74,9 @@ class CaptioningTask(Task):
 
     # --- model ----------------------------------------------------------------
     def build_models(self) -> dict[str, nn.Module]:
-        mcfg = self.cfg.model
-        encoder_cfg = OmegaConf.create({
-            "name": mcfg.encoder, "family": "classifier", "weights": mcfg.encoder_weights,
-            "freeze_backbone": mcfg.freeze_encoder, "dropout": 0.0, "width": mcfg.encoder_width,
-        })
-        classifier = MODELS.get(mcfg.encoder, families=("classifier",))(encoder_cfg, num_classes=1, in_channels=3)
-        encoder, features = as_encoder(classifier, grid=mcfg.encoder_grid)
-        core = MODELS.get(mcfg.name, families=tuple(self.cfg.task.families))(mcfg, input_size=2 * mcfg.embed_dim)
-        args = (len(self._vocabulary()), mcfg.embed_dim, core, mcfg.hidden_dim, mcfg.num_layers, mcfg.name == "lstm")
-        if mcfg.attention:
-            model = AttentionCaptioner(encoder, features, mcfg.encoder_grid, *args, dropout=mcfg.dropout)
-        else:
-            model = Captioner(encoder, features, *args, dropout=mcfg.dropout)
-        return {"model": model}
+        """The captioner, assembled in models/ from the model config (see build_captioner)."""
+        builder = MODELS.get("captioner", families=("captioner",))
+        return {"model": builder(self.cfg.model, vocab_size=len(self._vocabulary()))}
 
     # --- training -------------------------------------------------------------
     def train_step(self, batch, step):
