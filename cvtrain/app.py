@@ -99,7 +99,7 @@ def _launched(trainer) -> bool:
 def _launch_distributed(cfg: DictConfig, run_dir: Path) -> None:
     """Start `trainer.devices` workers on this node (`python -m cvtrain.app RUN_DIR`); a
     failed worker's one-line error, or a stop signal, is raised here for the CLI to report."""
-    from cvtrain.engine.distributed import launch_workers, python_module_command
+    from cvtrain.engine.launcher import launch_workers, python_module_command
 
     save_config(cfg, run_dir)
     t = cfg.trainer
@@ -108,10 +108,13 @@ def _launch_distributed(cfg: DictConfig, run_dir: Path) -> None:
 
 
 def save_config(cfg: DictConfig, run_dir: Path) -> Path:
-    """The resolved config, as the run folder's config.yaml."""
+    """The resolved config, as the run folder's config.yaml, replaced atomically: rank 0
+    writes it while the other ranks of the job read it (a half-written file would lose keys)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / CONFIG_FILE
-    OmegaConf.save(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), path)
+    partial = path.with_name(f".{CONFIG_FILE}.{os.getpid()}.tmp")
+    OmegaConf.save(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), partial)
+    os.replace(partial, path)
     return path
 
 
@@ -209,7 +212,7 @@ def _summary(trainer, run_dir: Path) -> None:
 def worker_main(argv: list[str]) -> None:
     """Entry of each distributed worker: `python -m cvtrain.app RUN_DIR`."""
     from cvtrain.cli import run_reporting_errors
-    from cvtrain.engine.distributed import die_with_launcher
+    from cvtrain.engine.launcher import die_with_launcher
 
     die_with_launcher()
     run_dir = Path(argv[0])
@@ -226,7 +229,7 @@ def _reporting_to_launcher(body) -> None:
     died, then exits quietly (the launcher says it once); a bug keeps its traceback."""
     from cvtrain.cli import _is_user_error
     from cvtrain.config.explain import explain
-    from cvtrain.engine.distributed import record_failure
+    from cvtrain.engine.launcher import record_failure
     from cvtrain.errors import Stopped
 
     try:

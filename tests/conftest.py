@@ -83,7 +83,7 @@ def run_gloo_ranks(body, tmp_path: Path, world: int = 2, timeout: float = 90) ->
     form a gloo group, and return each rank's dict, in rank order."""
     import multiprocessing
 
-    from cvtrain.engine.distributed import free_port
+    from cvtrain.engine.launcher import free_port
 
     ctx = multiprocessing.get_context("spawn")
     port = free_port()

@@ -20,7 +20,7 @@ def launch(run_dir: Path, max_restarts: int) -> None:
 
     from cvtrain.app import save_config
     from cvtrain.cli import run_reporting_errors
-    from cvtrain.engine.distributed import launch_workers
+    from cvtrain.engine.launcher import launch_workers
 
     cfg = compose_cfg([*OVERRIDES, f"trainer.max_restarts={max_restarts}"])
     cfg.task.name = "crash_once"

@@ -84,7 +84,7 @@ def _stop_launcher(command: list[str], second_signal_after: float | None) -> flo
 
     from torch.distributed.elastic.multiprocessing.api import SignalException
 
-    from cvtrain.engine.distributed import _SignalForwarder
+    from cvtrain.engine.launcher import _SignalForwarder
     from cvtrain.engine.stopping import handled_by
 
     forwarder = _SignalForwarder(command)

@@ -76,7 +76,7 @@ def _failure(tmp_path: Path, rank: int, exitcode: int, record: dict | None):
 
 
 def test_the_reported_failure_is_the_root_cause_not_a_peers_complaint(tmp_path):
-    from cvtrain.engine.distributed import describe_failure
+    from cvtrain.engine.launcher import describe_failure
 
     peer = {"line": "a collective failed ...", "secondary": True, "time": 10.0}
     own = {"line": "dataset.root does not exist; ...", "secondary": False, "time": 11.0}
@@ -92,7 +92,7 @@ def test_the_reported_failure_is_the_root_cause_not_a_peers_complaint(tmp_path):
 
 
 def test_several_nodes_need_a_rendezvous_endpoint(monkeypatch):
-    from cvtrain.engine.distributed import rendezvous_endpoint
+    from cvtrain.engine.launcher import rendezvous_endpoint
     from cvtrain.errors import UserError
 
     monkeypatch.delenv("MASTER_ADDR", raising=False)
