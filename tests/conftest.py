@@ -115,3 +115,15 @@ def run_score_cli(args: list[str], capsys) -> tuple[int, str, str]:
         code = exit_.code
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def flat_state(tree, prefix: str = "") -> dict:
+    """A checkpoint's nested dicts and lists of tensors and numbers as {"a.b.0.c": tensor},
+    for bit-for-bit comparisons of whole runs."""
+    import torch
+
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() for k, v in flat_state(sub, f"{prefix}{key}.").items()}
+    if isinstance(tree, (list, tuple)):
+        return {k: v for i, sub in enumerate(tree) for k, v in flat_state(sub, f"{prefix}{i}.").items()}
+    return {prefix: torch.as_tensor(tree)} if isinstance(tree, (torch.Tensor, int, float)) else {}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_cfg
+from conftest import compose_cfg, flat_state
 from toy_growing import ARGS, Growing
 
 from cvtrain.engine.trainer import Trainer
@@ -34,19 +34,11 @@ def _state(run: Path) -> dict:
     return torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
 
 
-def _flat(tree, prefix=""):
-    if isinstance(tree, dict):
-        return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
-    if isinstance(tree, (list, tuple)):
-        return {k: v for i, sub in enumerate(tree) for k, v in _flat(sub, f"{prefix}{i}.").items()}
-    return {prefix: torch.as_tensor(tree)} if isinstance(tree, (torch.Tensor, int, float)) else {}
-
-
 def _assert_same_run(a: Path, b: Path) -> None:
     """Weights, EMA weights, optimizer and schedule states bit for bit."""
     sa, sb = _state(a), _state(b)
     assert sa["trainer"]["phase"] == sb["trainer"]["phase"] == 1
-    fa, fb = (_flat({k: s[k] for k in ("models", "ema", "optimizers", "schedulers")}) for s in (sa, sb))
+    fa, fb = (flat_state({k: s[k] for k in ("models", "ema", "optimizers", "schedulers")}) for s in (sa, sb))
     assert fa.keys() == fb.keys()
     different = [k for k in fa if not torch.equal(fa[k], fb[k])]
     assert not different, f"not bit-identical: {different[:5]}"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import read_jsonl, run_cli
+from conftest import flat_state, read_jsonl, run_cli
 
 ARGS = ["task=classification", "dataset.num_train=512", "dataset.num_val=128", "dataset.num_test=128",
         "dataset.batch_size=16", "trainer.epochs=2", "trainer.progress=plain", "trainer.log_every=1",
@@ -66,15 +66,7 @@ def assert_no_process_left(fragment: str, timeout: float = 15) -> None:
 
 def final_weights(run: Path) -> dict[str, torch.Tensor]:
     state = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
-    return {**state["models"]["model"], **{f"opt.{k}": v for k, v in _flat(state["optimizers"]).items()}}
-
-
-def _flat(tree, prefix=""):
-    if isinstance(tree, dict):
-        return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
-    if isinstance(tree, (list, tuple)):
-        return {k: v for i, sub in enumerate(tree) for k, v in _flat(sub, f"{prefix}{i}.").items()}
-    return {prefix: torch.as_tensor(tree)} if isinstance(tree, (torch.Tensor, int, float)) else {}
+    return {**state["models"]["model"], **{f"opt.{k}": v for k, v in flat_state(state["optimizers"]).items()}}
 
 
 def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
