@@ -5,6 +5,8 @@
     cvtrain-score detection --gt instances_val2017.json --results results.json [--json]
                             [--iou-type bbox|segm] [--backend pycocotools|faster_coco_eval]
                             [--pr-curve pr.png]
+    cvtrain-score fid --real A --fake B [--features shapesworld|inception] [--weights FILE]
+                      [--json] [--kid-subsets N] [--kid-subset-size M] [--k 3]
 
 One subcommand per task, each importing its scorers only when it runs, so `--help` and
 argument errors answer at once. A mistake the user can fix (a missing file, bad JSON,
@@ -64,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     captions.set_defaults(command=score_captions_command)
     add_detection_parser(tasks)
+    add_fid_parser(tasks)
     return parser
 
 
@@ -87,6 +90,50 @@ def add_detection_parser(tasks) -> None:
     detection.add_argument("--json", action="store_true", help="print the stats as one JSON object")
     detection.add_argument("--pr-curve", metavar="FILE.png", help="also save the IoU=0.50 precision-recall curve")
     detection.set_defaults(command=score_detection_command)
+
+
+def add_fid_parser(tasks) -> None:
+    fid = tasks.add_parser(
+        "fid",
+        help="FID, KID and improved precision / recall of generated images against real ones",
+        description="Compare generated images with real ones in a feature space: FID (as pytorch-fid), KID "
+        "(as torch-fidelity) and improved precision / recall (Kynkaanniemi et al. 2019). --real and --fake "
+        "are each an image folder, an .npz of features (key 'features', N x D) or an .npz of pytorch-fid "
+        "statistics (keys 'mu', 'sigma': then only FID can be computed).",
+    )
+    fid.add_argument("--real", required=True, metavar="A", help="image folder, features .npz or statistics .npz")
+    fid.add_argument("--fake", required=True, metavar="B", help="image folder, features .npz or statistics .npz")
+    fid.add_argument(
+        "--features",
+        choices=("shapesworld", "inception"),
+        help="feature network for image folders: inception (pytorch-fid's, needs --weights; the default when "
+        "--weights is given) or shapesworld (a small CNN trained once on ShapesWorld and cached; otherwise)",
+    )
+    fid.add_argument(
+        "--weights", metavar="FILE", help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth"
+    )
+    fid.add_argument("--json", action="store_true", help="print the scores as one JSON object")
+    fid.add_argument("--kid-subsets", type=int, default=100, metavar="N", help="KID subsets (default 100)")
+    fid.add_argument("--kid-subset-size", type=int, default=1000, metavar="M",
+                     help="KID subset size, capped at the number of samples (default 1000)")
+    fid.add_argument("--k", type=int, default=3, help="neighbours for precision / recall radii (default 3)")
+    fid.set_defaults(command=score_fid_command)
+
+
+def score_fid_command(args: argparse.Namespace) -> None:
+    from cvtrain.metrics.generative.scoring import format_scores, score_paths
+
+    scores, notes = score_paths(
+        args.real, args.fake, features=args.features, weights=args.weights,
+        kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size, k=args.k,
+    )
+    if args.json:
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        print(json.dumps(scores))
+        return
+    for line in format_scores(scores, notes):
+        print(line)
 
 
 def score_captions_command(args: argparse.Namespace) -> None:

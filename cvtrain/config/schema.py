@@ -85,6 +85,18 @@ class SequenceTaskConfig(TaskConfig):
 
 
 @dataclass
+class GANTaskConfig(TaskConfig):
+    """Generative adversarial training (cvtrain/tasks/gan.py)."""
+
+    schema: str = "gan"
+    d_steps: int = 1  # discriminator steps per generator step (WGAN-GP: 5)
+    epochs_per_phase: int = 2  # progan: epochs per resolution; the new stage fades in over the first half
+    grid_size: int = 8  # the fixed-noise sample grid is grid_size x grid_size
+    num_samples: int = 64  # mode=predict: images written
+    sample_class: Optional[str] = None  # mode=predict, conditional models: the class to draw
+
+
+@dataclass
 class ModelConfig:
     """What every model family's schema has."""
 
@@ -179,6 +191,19 @@ class InstanceSegmenterModelConfig(DetectorModelConfig):
     family: str = "instance_segmenter"
     mask_channels: int = 64  # channels of each mask-head conv (torchvision default: 256)
     mask_layers: int = 2  # conv layers of the mask head (torchvision default: 4)
+
+
+@dataclass
+class GANModelConfig(ModelConfig):
+    """A generator and a discriminator (gan task)."""
+
+    name: str = MISSING  # mlp_gan | dcgan | progan
+    family: str = "gan"
+    latent_dim: int = 100  # size of the noise vector z
+    width: int = 32  # dcgan: base channels (the paper's 64 is slow on a CPU); progan: channels at 4x4
+    hidden_dim: int = 256  # mlp_gan: hidden units
+    num_classes: int = 0  # > 0: class-conditional (the data set's class count wins when it has one)
+    d_norm: str = "batch"  # dcgan's discriminator: batch | layer (for loss=wgan_gp, as its paper) | none
 
 
 @dataclass
@@ -288,6 +313,7 @@ class LossConfig:
     label_smoothing: float = 0.0
     ignore_index: int = 255  # segmentation: pixels with this label count in no loss or score
     dice_weight: float = 0.0  # segmentation: loss = cross-entropy + dice_weight * Dice
+    gp_weight: float = 10.0  # gan, wgan_gp: weight of the gradient penalty (Gulrajani et al.'s lambda)
 
 
 @dataclass
@@ -400,6 +426,7 @@ MODEL_SCHEMAS = {
     "segmenter": SegmenterModelConfig,
     "detector": DetectorModelConfig,
     "instance_segmenter": InstanceSegmenterModelConfig,
+    "gan": GANModelConfig,
 }
 TASK_SCHEMAS = {
     "base": TaskConfig,
@@ -407,6 +434,7 @@ TASK_SCHEMAS = {
     "segmentation": SegmentationTaskConfig,
     "detection": DetectionTaskConfig,
     "sequence": SequenceTaskConfig,
+    "gan": GANTaskConfig,
 }
 DATASET_SCHEMAS = {
     "base": DatasetConfig,

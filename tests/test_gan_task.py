@@ -1,0 +1,91 @@
+"""The gan task: every model with every loss takes a step; the discriminator steps
+task.d_steps times per generator step; samples, the GIF and predictions are written;
+DDP with two gloo ranks trains dcgan and WGAN-GP."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import compose_cfg, read_jsonl, run_cli
+
+from cvtrain.engine.trainer import Trainer
+from cvtrain.registry import TASKS
+
+TINY = ["task=gan", "dataset.num_train=64", "dataset.num_val=32", "dataset.batch_size=16", "dataset.eval_batch_size=32",
+        "trainer.progress=none", "trainer.num_threads=1", "trainer.device=cpu", "task.grid_size=2"]
+MODELS = ["mlp_gan", "dcgan"]
+LOSSES = ["non_saturating", "hinge", "lsgan", "wgan_gp"]
+
+
+def _trainer(tmp_path, *overrides):
+    cfg = compose_cfg([*TINY, *overrides])
+    return Trainer(cfg, TASKS.get("gan")(cfg), tmp_path)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_takes_a_step_with_every_loss(tmp_path, model, loss):
+    trainer = _trainer(tmp_path, f"model={model}", f"loss={loss}", "trainer.max_steps=1", "logger.images=false",
+                       "task.d_steps=2")
+    before = {n: [p.detach().clone() for p in m.parameters()] for n, m in trainer.task.models.items()}
+    results = trainer.fit()
+    assert trainer.optimizer_steps == {"discriminator": 2, "generator": 1}
+    for name, module in trainer.task.models.items():
+        assert any(not torch.equal(a, b) for a, b in zip(before[name], module.parameters())), f"{name} did not train"
+    assert results["fid"] >= 0 and "kid" in results
+    record = read_jsonl(tmp_path / "metrics.jsonl")[-1]
+    assert {"train_loss_d", "train_loss_g", "train_d_real", "train_d_fake"} <= set(record)
+    if loss == "wgan_gp":
+        assert "train_gp" in record
+
+
+def test_the_ema_is_kept_for_the_generator_only_and_samples_are_saved_as_grid_and_gif(tmp_path):
+    trainer = _trainer(tmp_path, "model=dcgan", "trainer.epochs=2", "trainer.ema_decay=0.9")
+    trainer.fit()
+    assert set(trainer.ema) == {"generator"}
+    images = tmp_path / "images"
+    assert (images / "samples.png").is_file() and (images / "samples.gif").is_file()
+    from PIL import Image
+
+    with Image.open(images / "samples.gif") as gif:
+        assert gif.n_frames == 2, "one frame per evaluation"
+
+
+def test_a_conditional_generator_draws_the_class_asked_for_in_predict(tmp_path):
+    run = tmp_path / "run"
+    done = run_cli([*TINY, "model=dcgan", "model.num_classes=1", "trainer.max_steps=1", f"hydra.run.dir={run}"],
+                   cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = tmp_path / "predict"
+    done = run_cli(["task=gan", "mode=predict", f"ckpt={run / 'checkpoints' / 'last.pt'}", "task.num_samples=5",
+                    "task.sample_class=circle", f"hydra.run.dir={out}"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(list(out.rglob("sample_*.png"))) == 5 and list(out.rglob("samples.png"))
+    bad = run_cli(["task=gan", "mode=predict", f"ckpt={run / 'checkpoints' / 'last.pt'}", "task.sample_class=cirlce",
+                   f"hydra.run.dir={tmp_path / 'bad'}"], cwd=tmp_path)
+    assert bad.returncode == 2 and "Did you mean 'circle'" in bad.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss", ["non_saturating", "wgan_gp"])
+def test_dcgan_trains_under_ddp_with_two_gloo_ranks(tmp_path, loss):
+    run = tmp_path / "run"
+    done = run_cli([*TINY, "model=dcgan", f"loss={loss}", "trainer.devices=2", "trainer.max_steps=2",
+                    f"hydra.run.dir={run}"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    assert state["trainer"]["step"] == 2 and len(state["rng"]) == 2
+
+
+def test_progan_grows_phase_by_phase_to_the_image_size_and_fades_each_stage_in(tmp_path):
+    trainer = _trainer(tmp_path, "model=progan", "model.width=16", "loss=wgan_gp", "trainer.epochs=4",
+                       "task.epochs_per_phase=1", "logger.images=false")
+    trainer.fit()
+    generator = trainer.task.models["generator"]
+    assert trainer.phase == 3 and generator.resolution == 32, "4x4 -> 8 -> 16 -> 32, one phase an epoch"
+    assert trainer.ema["generator"].module.resolution == 32, "the EMA generator grew with it"
+    assert generator.alpha == 1.0, "the last stage has faded in by the end of its phase"
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    assert state["trainer"]["phase"] == 3
+    images, _ = trainer.task.fixed_samples()
+    assert images.shape[-1] == 32
