@@ -45,6 +45,10 @@ def test_the_ema_is_kept_for_the_generator_only_and_samples_are_saved_as_grid_an
     assert set(trainer.ema) == {"generator"}
     images = tmp_path / "images"
     assert (images / "samples.png").is_file() and (images / "samples.gif").is_file()
+    assert (images / "interpolation.png").is_file() and (tmp_path / "curves.png").is_file()
+    rows = trainer.task.interpolations(steps=8)
+    assert rows.shape[0] == 2 * 8, "grid_size rows of 8 steps"
+    assert torch.equal(rows, trainer.task.interpolations(steps=8)), "the same latent lines every time"
     from PIL import Image
 
     with Image.open(images / "samples.gif") as gif:
@@ -89,3 +93,39 @@ def test_progan_grows_phase_by_phase_to_the_image_size_and_fades_each_stage_in(t
     assert state["trainer"]["phase"] == 3
     images, _ = trainer.task.fixed_samples()
     assert images.shape[-1] == 32
+
+
+@pytest.mark.slow
+def test_progan_killed_mid_phase_resumes_in_that_phase_to_the_uninterrupted_weights(tmp_path):
+    import os
+    import signal
+
+    from conftest import flat_state
+    from test_signals import assert_no_process_left, start_cli, wait_for_line
+
+    args = ["task=gan", "model=progan", "model.width=16", "loss=wgan_gp", "dataset.num_train=256", "dataset.num_val=32",
+            "dataset.batch_size=16", "dataset.eval_batch_size=32", "trainer.epochs=4", "task.epochs_per_phase=1",
+            "trainer.progress=plain", "trainer.log_every=1", "trainer.deterministic=true", "trainer.num_threads=1",
+            "logger.images=false", "task.grid_size=2"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    done = run_cli([*args, f"hydra.run.dir={whole}"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    proc = start_cli([*args, f"hydra.run.dir={killed}"], tmp_path, tmp_path / "killed.log")
+    try:
+        wait_for_line(proc, tmp_path / "killed.log", "epoch 3 2/16")  # phase 2, its stage fading in
+        os.kill(proc.pid, signal.SIGKILL)  # only the process this test started
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert_no_process_left(str(killed))
+    saved = torch.load(killed / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    assert saved["trainer"]["epoch"] == 2 and saved["trainer"]["phase"] == 1, saved["trainer"]
+    resumed = run_cli([*args, f"hydra.run.dir={killed}", f"resume={killed}"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = (torch.load(run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True) for run in (whole, killed))
+    assert a["trainer"]["phase"] == b["trainer"]["phase"] == 3
+    fa, fb = (flat_state({k: s[k] for k in ("models", "ema", "optimizers")}) for s in (a, b))
+    assert fa.keys() == fb.keys()
+    assert not [k for k in fa if not torch.equal(fa[k], fb[k])], "the resumed run ends where the whole one does"

@@ -167,8 +167,10 @@ class GANTask(Task):
         if not hasattr(self, "_features"):
             from cvtrain.metrics.generative.features import shapesworld_features
 
-            with torch.inference_mode(False), torch.enable_grad():  # evaluation runs in inference mode, and
-                # the first use on a machine trains the feature network (then it is cached)
+            # Evaluation runs in inference mode, and the first use on a machine trains the feature
+            # network (then it is cached); building it must not draw from the training's random
+            # stream, or a resumed run (which builds it again) would train on other numbers.
+            with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(devices=[]):
                 self._features = shapesworld_features(image_size=self.cfg.dataset.image_size, device=str(self.device))
         return self._features
 
@@ -219,12 +221,29 @@ class GANTask(Task):
             titles = [self.class_names[int(c)] for c in labels[::n]]
         return to_uint8(self.active["generator"](z, labels)).cpu(), titles
 
+    @torch.inference_mode()
+    def interpolations(self, steps: int = 8) -> torch.Tensor:
+        """grid_size rows, each a straight line in latent space between two fixed noise
+        vectors (same class along a row for a conditional model): a smooth row says the
+        generator learned a continuous map rather than memorised images."""
+        rows = self.cfg.task.grid_size
+        seed = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 1)
+        ends = self._noise(2 * rows, seed).view(rows, 2, -1)
+        weights = torch.linspace(0, 1, steps, device=self.device).view(1, steps, 1)
+        z = (ends[:, :1] * (1 - weights) + ends[:, 1:] * weights).reshape(rows * steps, -1)
+        labels = None
+        if self.num_classes:
+            labels = (torch.arange(rows * steps, device=self.device) // steps) % self.num_classes
+        self._set_alpha()
+        return to_uint8(self.active["generator"](z, labels)).cpu()
+
     def save_outputs(self, out_dir: Path, tag: str) -> list[Path]:
         images, _ = self.fixed_samples()
         grid = save_grid(images, out_dir / "samples.png", cols=self.cfg.task.grid_size)
         save_grid(images, out_dir / f"samples_{tag}.png", cols=self.cfg.task.grid_size)
         gif = append_gif_frame(grid, out_dir / "samples.gif")
-        return [grid, gif]
+        lines = save_grid(self.interpolations(), out_dir / "interpolation.png", cols=8)
+        return [grid, gif, lines]
 
     # --- prediction -----------------------------------------------------------
     @torch.inference_mode()

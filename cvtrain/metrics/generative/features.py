@@ -221,7 +221,8 @@ def _train_shapesworld(network, recipe: ShapesWorldRecipe) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _fit(network, recipe)
+        with torch.random.fork_rng(devices=[]):  # seeds its own stream: a training run that first
+            return _fit(network, recipe)  # needs the network goes on with its random state untouched
     finally:
         torch.set_num_threads(threads)
 
