@@ -128,6 +128,8 @@ def test_sigint_and_sigusr1_stop_the_same_way(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason="issue 10, open: under the elastic launcher the SIGTERM sometimes never "
+                   "reaches the workers (2 of 5 CI runs): they train to the end and the launcher exits 143")
 def test_sigterm_to_two_gloo_workers_then_resume_is_bit_identical(tmp_path):
     ddp = ["trainer.devices=2", "trainer.num_threads=1"]
     reference = tmp_path / "reference"
