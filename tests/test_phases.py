@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import torch
 from conftest import compose_cfg, flat_state
 from toy_growing import ARGS, Growing
 
+from cvtrain.engine.launcher import free_port
 from cvtrain.engine.trainer import Trainer
 
 TESTS = Path(__file__).resolve().parent
@@ -68,14 +68,8 @@ def test_a_crashed_growing_run_resumes_in_its_phase_to_the_same_weights(tmp_path
     _assert_same_run(tmp_path / "whole", tmp_path / "crashed")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _start_ranks(run: Path, stall_epoch: int | None = None) -> list[subprocess.Popen]:
-    port = _free_port()
+    port = free_port()
     extra = [] if stall_epoch is None else [str(stall_epoch)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]), OMP_NUM_THREADS="1")
     return [

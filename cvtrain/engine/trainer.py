@@ -478,7 +478,9 @@ class Trainer:
         name, mode = self.task.monitor()
         if name not in results:
             raise UserError(f"task.monitor={name} is not a metric of this task; valid: {', '.join(sorted(results))}.")
-        improved = self._rank0_says(
+        # Rank 0's decision on every rank: a task whose metrics differ by rank (not reduced)
+        # must not make one rank save best.pt, a collective, and the others not.
+        improved = dist.broadcast_object(
             self.best is None or (results[name] > self.best if mode == "max" else results[name] < self.best))
         if improved:
             self.best, self.best_epoch = results[name], self.epoch
@@ -491,15 +493,6 @@ class Trainer:
         if improved:
             self._save("best")
         return results
-
-    def _rank0_says(self, flag: bool) -> bool:
-        """Rank 0's decision on every rank: a task whose metrics differ by rank (not reduced)
-        must not make one rank save best.pt, a collective, and the others not."""
-        if not self.env.enabled:
-            return flag
-        decision = torch.tensor([int(flag)], device=self.device)
-        torch.distributed.broadcast(decision, src=0)
-        return bool(decision.item())
 
     # --- checkpoints ----------------------------------------------------------
     def _state(self, rng: list[dict[str, Any]]) -> dict[str, Any]:
