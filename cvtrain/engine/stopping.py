@@ -62,6 +62,9 @@ class StopRequests:
         """The signal any rank received (0: none), the same on every rank.
 
         One all-reduce of one number per optimizer step under DDP; free in one process.
+        A signal that lands while the all-reduce runs (after this rank put in 0) is kept
+        for the next step's all-reduce: the agreed answer never overwrites what this rank
+        received, or the stop would be lost on every rank signalled at that moment.
         """
         if not distributed:
             return self.signum
@@ -69,8 +72,10 @@ class StopRequests:
 
         flag = torch.tensor([self.signum], dtype=torch.int64, device=device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        self.signum = int(flag.item())
-        return self.signum
+        agreed = int(flag.item())
+        if agreed and not self.signum:  # another rank's signal: this rank is stopping too
+            self.signum = agreed
+        return agreed
 
     def previous_handler(self, signum: int):
         """The handler that was in place before ours (submitit installs one for USR2)."""
