@@ -153,11 +153,11 @@ def execute(cfg: DictConfig, run_dir: Path, overrides: list[str] | None = None) 
         if cfg.mode == Mode.train:
             results = trainer.fit()
             _summary(trainer, run_dir)
-            return results
-        trainer.load_weights(state)
-        if cfg.mode == Mode.eval:
-            return _evaluate(trainer, task, cfg, run_dir, env.is_main)
-        return _predict(trainer, task, cfg, run_dir)
+        else:
+            trainer.load_weights(state)
+            results = (_evaluate(trainer, task, cfg, run_dir, env.is_main) if cfg.mode == Mode.eval
+                       else _predict(trainer, task, cfg, run_dir))
+        return results
     finally:
         shutdown()
 
@@ -213,6 +213,7 @@ def worker_main(argv: list[str]) -> None:
     """Entry of each distributed worker: `python -m cvtrain.app RUN_DIR`."""
     from cvtrain.cli import run_reporting_errors
     from cvtrain.engine.launcher import die_with_launcher
+    from cvtrain.worker_exit import run_then_exit
 
     die_with_launcher()
     run_dir = Path(argv[0])
@@ -220,7 +221,7 @@ def worker_main(argv: list[str]) -> None:
     def body() -> None:
         execute(load_config(run_dir / CONFIG_FILE), run_dir)
 
-    run_reporting_errors(lambda: _reporting_to_launcher(body))
+    run_then_exit(lambda: run_reporting_errors(lambda: _reporting_to_launcher(body)))
 
 
 def _reporting_to_launcher(body) -> None:

@@ -32,6 +32,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     debug = _pop_debug(args)
     args = [a for a in args if not _LOCAL_RANK_ARG.match(a)]  # torchrun's legacy flag
+    from cvtrain.worker_exit import in_distributed_job, run_then_exit
+
+    if in_distributed_job():  # one rank of torchrun or srun: leaves as cvtrain's own workers do
+        run_then_exit(lambda: run_reporting_errors(lambda: _compose_and_run(args), debug))
     run_reporting_errors(lambda: _compose_and_run(args), debug)
 
 

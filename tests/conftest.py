@@ -68,14 +68,19 @@ def _gloo_rank(body, rank: int, world: int, port: int, out: str) -> None:
     import torch
     import torch.distributed as dist
 
-    torch.set_num_threads(1)
-    dist.init_process_group(backend="gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
-                            timeout=timedelta(seconds=60))
-    try:
-        Path(out).write_text(json.dumps(body(rank)))
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
+    from cvtrain.worker_exit import run_then_exit
+
+    def work() -> None:
+        torch.set_num_threads(1)
+        dist.init_process_group(backend="gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                                timeout=timedelta(seconds=60))
+        try:
+            Path(out).write_text(json.dumps(body(rank)))
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
+
+    run_then_exit(work)  # as cvtrain's workers leave: no SIGABRT from gloo at interpreter teardown
 
 
 def run_gloo_ranks(body, tmp_path: Path, world: int = 2, timeout: float = 90) -> list[dict]:

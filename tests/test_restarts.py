@@ -89,6 +89,10 @@ def test_the_reported_failure_is_the_root_cause_not_a_peers_complaint(tmp_path):
     assert describe_failure(exited) == ("worker rank 1 exited with status 7 without an error message; its output "
                                         "above says why", 7)
     assert describe_failure({0: _failure(tmp_path, 0, 1, peer)}) == (peer["line"], 1), "nothing better: the peer's"
+    aborted = {0: _failure(tmp_path, 0, -signal.SIGTERM, None), 1: _failure(tmp_path, 1, -signal.SIGABRT, None)}
+    line, code = describe_failure(aborted)
+    assert line.startswith("worker rank 1 was killed by SIGABRT") and code == 128 + signal.SIGABRT, \
+        "rank 0's SIGTERM came from the agent, after rank 1 aborted"
 
 
 def test_several_nodes_need_a_rendezvous_endpoint(monkeypatch):

@@ -234,10 +234,14 @@ def describe_failure(failures: dict) -> tuple[str, int]:
     """The one line and exit status to report for a failed worker group: the first error
     of a worker that failed on its own, rather than its peers' errors about it."""
 
+    def closed_by_the_agent(failure) -> bool:  # SIGTERM is how the agent ends the others after a failure
+        return failure.exitcode == -signal.SIGTERM and any(f.exitcode != -signal.SIGTERM for f in failures.values())
+
     def root_cause_first(item):
         rank, failure = item
         record = failure.error_file_data.get("cvtrain") or {}
-        return bool(record.get("secondary")), not record, record.get("time", failure.timestamp), rank
+        secondary = bool(record.get("secondary")) or closed_by_the_agent(failure)
+        return secondary, not record, record.get("time", failure.timestamp), rank
 
     rank, failure = min(failures.items(), key=root_cause_first)
     record = failure.error_file_data.get("cvtrain")
