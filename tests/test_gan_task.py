@@ -61,11 +61,11 @@ def test_a_conditional_generator_draws_the_class_asked_for_in_predict(tmp_path):
                    cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     out = tmp_path / "predict"
-    done = run_cli(["task=gan", "mode=predict", f"ckpt={run / 'checkpoints' / 'last.pt'}", "task.num_samples=5",
-                    "task.sample_class=circle", f"hydra.run.dir={out}"], cwd=tmp_path)
+    done = run_cli(["mode=predict", f"ckpt={run / 'checkpoints' / 'last.pt'}", "num_samples=5", "class=circle",
+                    f"hydra.run.dir={out}"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(list(out.rglob("sample_*.png"))) == 5 and list(out.rglob("samples.png"))
-    bad = run_cli(["task=gan", "mode=predict", f"ckpt={run / 'checkpoints' / 'last.pt'}", "task.sample_class=cirlce",
+    bad = run_cli(["mode=predict", f"ckpt={run / 'checkpoints' / 'last.pt'}", "class=cirlce",
                    f"hydra.run.dir={tmp_path / 'bad'}"], cwd=tmp_path)
     assert bad.returncode == 2 and "Did you mean 'circle'" in bad.stderr
 

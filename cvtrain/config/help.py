@@ -34,7 +34,7 @@ LAUNCHERS = "  hydra/launcher: basic, slurm (cvtrain's settings), submitit_slurm
 
 FOOTER = """\
 Other keys: mode=train|eval|predict, seed=N, ckpt=PATH (or ckpt={NAME: PATH, ...}), input=GLOB, resume=true|RUN_FOLDER,
-paths.output_dir=DIR. Every key of a group: cvtrain/config/schema.py, or `cvtrain --cfg job`.
+paths.output_dir=DIR; generators in mode=predict: num_samples=N, class=NAME. Every key of a group: cvtrain/config/schema.py, or `cvtrain --cfg job`.
 --debug shows tracebacks; --hydra-help shows Hydra's own flags."""
 
 

@@ -92,8 +92,6 @@ class GANTaskConfig(TaskConfig):
     d_steps: int = 1  # discriminator steps per generator step (WGAN-GP: 5)
     epochs_per_phase: int = 2  # progan: epochs per resolution; the new stage fades in over the first half
     grid_size: int = 8  # the fixed-noise sample grid is grid_size x grid_size
-    num_samples: int = 64  # mode=predict: images written
-    sample_class: Optional[str] = None  # mode=predict, conditional models: the class to draw
 
 
 @dataclass
@@ -415,6 +413,8 @@ class CvtrainConfig:
     input: Optional[str] = None  # glob of inputs for mode=predict
     split: str = "test"  # the split mode=eval scores
     prompt: Optional[str] = None  # language modeling: text to continue in mode=predict
+    num_samples: int = 64  # generative tasks, mode=predict: images to write
+    # and `class` (see root_schema): mode=predict, a conditional generator's class
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     resume: Any = False  # true: continue the latest run of this task and model; or a run folder
     debug: bool = False  # show tracebacks
@@ -470,7 +470,7 @@ def register() -> None:
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
-    store.store(name="cvtrain_schema", node=CvtrainConfig)
+    store.store(name="cvtrain_schema", node=root_schema())
     for group, (schemas, _) in SECTION_SCHEMAS.items():
         for kind, schema in schemas.items():
             store.store(group=group, name=f"_{kind}", node=schema)
@@ -495,6 +495,18 @@ def typed_section(section: str, saved: Any) -> Any:
     return OmegaConf.merge(OmegaConf.structured(schema), kept)
 
 
+def root_schema() -> Any:
+    """The root schema as a config node: CvtrainConfig's fields and `class` (mode=predict:
+    the class a conditional generator draws, `class=circle`), a Python keyword that no
+    dataclass field can be named."""
+    from omegaconf import OmegaConf, open_dict
+
+    node = OmegaConf.structured(CvtrainConfig)
+    with open_dict(node):
+        node["class"] = None
+    return node
+
+
 def typed_config(saved: Any) -> Any:
     """A whole saved config typed by the root schema, its per-file sections by their own."""
     from omegaconf import OmegaConf
@@ -502,7 +514,7 @@ def typed_config(saved: Any) -> Any:
     node = OmegaConf.create(saved)
     sections = {s: typed_section(s, node[s]) for s in SECTION_SCHEMAS if node.get(s) is not None}
     rest = {k: v for k, v in OmegaConf.to_container(node).items() if k not in sections}
-    cfg = OmegaConf.merge(OmegaConf.structured(CvtrainConfig), rest)
+    cfg = OmegaConf.merge(root_schema(), rest)
     for section, typed in sections.items():
         cfg[section] = typed
     return cfg

@@ -248,14 +248,14 @@ class GANTask(Task):
     # --- prediction -----------------------------------------------------------
     @torch.inference_mode()
     def predict(self, out_dir: Path) -> list[dict[str, Any]]:
-        """task.num_samples PNGs (of class task.sample_class for a conditional model) and a grid."""
-        n, wanted = self.cfg.task.num_samples, self.cfg.task.sample_class
+        """`num_samples=N` PNGs (of `class=NAME` for a conditional model) and a grid."""
+        n, wanted = self.cfg.num_samples, self.cfg["class"]
         labels = None
         if wanted is not None:
             if wanted not in self.class_names:
                 from cvtrain.errors import unknown_choice
 
-                raise unknown_choice("task.sample_class", wanted, self.class_names)
+                raise unknown_choice("class", wanted, self.class_names)
             labels = torch.full((n,), self.class_names.index(wanted), device=self.device)
         self._set_alpha()
         seed = torch.Generator(device=self.device).manual_seed(self.cfg.seed)
