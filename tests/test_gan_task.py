@@ -131,3 +131,30 @@ def test_progan_killed_mid_phase_resumes_in_that_phase_to_the_uninterrupted_weig
     fa, fb = (flat_state({k: s[k] for k in ("models", "ema", "optimizers")}) for s in (a, b))
     assert fa.keys() == fb.keys()
     assert not [k for k in fa if not torch.equal(fa[k], fb[k])], "the resumed run ends where the whole one does"
+
+
+class _Oracle(torch.nn.Module):
+    """A 'generator' that returns a real val image of the class asked for (shifted by
+    `shift` classes): class_acc must then be the classifier's accuracy (or near 0)."""
+
+    latent_dim = 4
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, shift: int, classes: int):
+        super().__init__()
+        self.by_class = [images[labels == c] for c in range(classes)]
+        self.shift, self.classes = shift, classes
+
+    def forward(self, z, labels):
+        picks = [self.by_class[(int(c) + self.shift) % self.classes][i % 8] for i, c in enumerate(labels)]
+        return torch.stack(picks).float() / 127.5 - 1
+
+
+@pytest.mark.parametrize("shift, low, high", [(0, 0.9, 1.0), (1, 0.0, 0.2)])
+def test_class_acc_is_the_share_of_samples_classified_as_the_class_asked_for(tmp_path, shift, low, high):
+    trainer = _trainer(tmp_path, "model=dcgan", "model.num_classes=1", "trainer.ema_decay=0", "dataset.num_val=96",
+                       "logger.images=false")
+    val = trainer.task.build_dataset("val")
+    images, labels = val.fields["image"], torch.as_tensor(val.fields["label"])
+    trainer.task.models["generator"] = _Oracle(images, labels, shift, len(trainer.task.class_names))
+    results = trainer.evaluate(trainer.eval_batches("val"))
+    assert low <= results["class_acc"] <= high, results

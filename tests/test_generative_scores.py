@@ -145,6 +145,20 @@ def test_shapesworld_extractor_is_cached(shapes_extractor, monkeypatch):
     np.testing.assert_array_equal(first.extract(images), second.extract(images))
 
 
+def test_the_shapesworld_classifier_knows_the_shapes_it_scores_samples_by(shapes_extractor):
+    """class_acc (a conditional generator's samples drawn as asked) means something only
+    if the classifier is right on real images: on unseen val images at 32 and 64 pixels."""
+    from cvtrain.data.shapesworld import SHAPES, ShapesWorldSpec, load_split
+
+    extractor, _ = shapes_extractor
+    assert extractor.class_names == SHAPES
+    for size in (32, 64):
+        data = load_split("val", 300, ShapesWorldSpec(image_size=size))
+        images = torch.from_numpy(data.images).permute(0, 3, 1, 2).float().div(255)
+        accuracy = (extractor.classify(extractor.extract(images)) == data.labels).mean()
+        assert accuracy >= 0.95, f"{size} px: {accuracy:.3f}"
+
+
 def test_shapesworld_recipe_names_the_cache():
     from cvtrain.metrics.generative.features import ShapesWorldRecipe
 

@@ -179,7 +179,15 @@ class GANTask(Task):
         return self._extractor().extract(images.float() / 255.0)
 
     def start_eval(self, split: str) -> None:
-        self._real, self._fake, self._batches = [], [], 0
+        self._real, self._fake, self._batches, self._hits = [], [], 0, []
+
+    def _classifier_indices(self) -> torch.Tensor | None:
+        """For a conditional model whose classes the ShapesWorld classifier knows: each
+        class's index among the classifier's (class_acc is then reported); else None."""
+        known = self._extractor().class_names
+        if not self.num_classes or not set(self.class_names) <= set(known):
+            return None
+        return torch.tensor([known.index(name) for name in self.class_names])
 
     def eval_step(self, batch) -> None:
         """Features of the split's real images and of as many generated ones, from noise
@@ -192,6 +200,10 @@ class GANTask(Task):
         fake = self._full_size(to_uint8(self.active["generator"](self._noise(len(real), seed), labels)))
         self._real.append(self._features_of(real))
         self._fake.append(self._features_of(fake))
+        indices = self._classifier_indices()
+        if indices is not None:  # was each sample drawn as the class asked for?
+            drawn = torch.from_numpy(self._extractor().classify(self._fake[-1]))
+            self._hits.append((drawn == indices[labels.cpu()]).numpy())
 
     def finish_eval(self) -> dict[str, float]:
         import numpy as np
@@ -204,7 +216,11 @@ class GANTask(Task):
         fake = np.concatenate([f for part in all_gather_objects(self._fake) for f in part])
         fid = frechet_distance(*statistics(real), *statistics(fake))
         kid_mean, kid_std = kernel_inception_distance(real, fake)
-        return {"fid": float(fid), "kid": float(kid_mean), "kid_std": float(kid_std)}
+        results = {"fid": float(fid), "kid": float(kid_mean), "kid_std": float(kid_std)}
+        hits = [h for part in all_gather_objects(self._hits) for h in part]
+        if hits:  # conditional: the share of samples the ShapesWorld classifier assigns to the class asked for
+            results["class_acc"] = float(np.concatenate(hits).mean())
+        return results
 
     @torch.inference_mode()
     def fixed_samples(self) -> tuple[torch.Tensor, list[str]]:

@@ -33,9 +33,24 @@ FID_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"
 class FeatureExtractor:
     """A network from [0, 1] images to feature vectors, run in eval mode and batches."""
 
-    def __init__(self, network, name: str, input_size: int, batch_size: int = 50, device: str = "cpu"):
+    def __init__(self, network, name: str, input_size: int, batch_size: int = 50, device: str = "cpu",
+                 head=None, class_names: tuple[str, ...] = ()):
         self.network = network.eval().to(device)
         self.name, self.input_size, self.batch_size, self.device = name, input_size, batch_size, device
+        # A classifier's last layer over the features, and its classes: a conditional
+        # generator's samples are scored by whether they are classified as asked.
+        self.head = head.eval().to(device) if head is not None else None
+        self.class_names = tuple(class_names)
+
+    def classify(self, features: np.ndarray) -> np.ndarray:
+        """The class index the classifier assigns to each feature vector (from `extract`)."""
+        import torch
+
+        if self.head is None:
+            raise UserError(f"the {self.name} features have no classifier; use --features shapesworld.")
+        with torch.no_grad():
+            logits = self.head(torch.as_tensor(features, dtype=torch.float32, device=self.device))
+        return logits.argmax(1).cpu().numpy()
 
     def extract(self, images) -> np.ndarray:
         """N x D float64 features of a float tensor N x C x H x W in [0, 1], or of the
@@ -162,13 +177,13 @@ class ShapesWorldRecipe:
 
     image_size: int = 32  # network input; ShapesWorld renders at 64 and is resized down
     width: int = 16  # SmallCNN base width: 64-d features
-    num_train: int = 2000
+    num_train: int = 8000
     data_image_size: int = 64
     data_seed: int = 0
     seed: int = 0
-    epochs: int = 6
+    epochs: int = 10
     batch_size: int = 64
-    lr: float = 2e-3
+    lr: float = 3e-3
 
     def key(self) -> str:
         from cvtrain.data.shapesworld import GENERATOR_VERSION
@@ -201,7 +216,10 @@ def shapesworld_features(image_size: int = 32, batch_size: int = 256, device: st
             print(f"training the ShapesWorld feature network once (cached in {path})", file=sys.stderr)
         state = _train_shapesworld(network, recipe)
         _save_atomic(path, {"key": recipe.key(), "state_dict": state})
-    return FeatureExtractor(network.features, "shapesworld", image_size, batch_size, device)
+    from cvtrain.data.shapesworld import SHAPES
+
+    return FeatureExtractor(network.features, "shapesworld", image_size, batch_size, device, head=network.head,
+                            class_names=SHAPES)
 
 
 def _shapesworld_network(recipe: ShapesWorldRecipe):
