@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from cvtrain.errors import UserError
-from cvtrain.models.gan import dcgan, mlp_gan
+from cvtrain.models.gan import ConditionalBatchNorm2d, dcgan, mlp_gan
 from cvtrain.registry import LOSSES, MODELS
 from cvtrain.tasks.gan_losses import gradient_penalty
 
@@ -54,9 +54,14 @@ def test_defaults_when_the_config_is_empty():
 
 def test_the_builders_class_count_wins_over_the_configs():
     cfg = OmegaConf.merge(SMALL, {"num_classes": 7})
-    assert dcgan(cfg, 32, 3, 0)["generator"].condition.embed.num_embeddings == 7
-    assert dcgan(cfg, 32, 3, 3)["generator"].condition.embed.num_embeddings == 3
-    assert dcgan(SMALL, 32, 3, 0)["generator"].condition.embed is None
+    assert _class_rows(dcgan(cfg, 32, 3, 0)["generator"]) == {7}
+    assert _class_rows(dcgan(cfg, 32, 3, 3)["generator"]) == {3}
+    assert _class_rows(dcgan(SMALL, 32, 3, 0)["generator"]) == set()
+
+
+def _class_rows(generator: nn.Module) -> set[int]:
+    """The row counts of the generator's class embeddings (conditional batch norm's)."""
+    return {m.num_embeddings for m in generator.modules() if isinstance(m, nn.Embedding)}
 
 
 @pytest.mark.parametrize("name", ["mlp_gan", "dcgan"])
@@ -100,7 +105,8 @@ def _kinds(seq):
 @pytest.mark.parametrize("size,stages", [(32, 3), (64, 4)])
 def test_dcgan_layer_structure(size, stages):
     models = dcgan(SMALL, image_size=size, channels=3, num_classes=0)
-    g = _kinds(models["generator"].net)
+    generator = models["generator"]
+    g = [kind for block in generator.blocks for kind in _kinds(block.children())] + _kinds(generator.out)
     assert g == ["ConvTranspose2d", "BatchNorm2d", "ReLU"] * stages + ["ConvTranspose2d", "Tanh"]
     d = _kinds(models["discriminator"].features)
     no_bn_on_input = ["Conv2d", "LeakyReLU"]
@@ -118,9 +124,42 @@ def test_dcgan_layer_norm_critic_for_wgan_gp():
     assert sum(isinstance(m, nn.GroupNorm) and m.num_groups == 1 for m in d.modules()) == 2
     x = torch.randn(4, 3, 32, 32)
     assert torch.allclose(d(x)[:2], d(x[:2]), atol=1e-5)
-    with pytest.raises(UserError, match="valid: batch, layer, none"):
+    with pytest.raises(UserError, match="valid: batch, layer, spectral, none"):
         dcgan(OmegaConf.merge(SMALL, {"d_norm": "instance"}), image_size=32, channels=3, num_classes=0)
 
+
+
+def test_spectral_norm_critic_has_unit_spectral_norms_and_no_batch_statistics():
+    d = dcgan(OmegaConf.merge(SMALL, {"d_norm": "spectral"}), image_size=32, channels=3, num_classes=4)["discriminator"]
+    assert not any(isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) for m in d.modules())
+    x, labels = torch.randn(4, 3, 32, 32), torch.arange(4)
+    for _ in range(30):  # power iterations run in training-mode forward passes
+        d(x, labels)
+    weights = [m.weight for m in d.modules() if isinstance(m, (nn.Conv2d, nn.Embedding))]
+    assert len(weights) == 5  # four convs and the projection's embedding
+    for w in weights:
+        assert torch.linalg.matrix_norm(w.detach().flatten(1), ord=2).item() == pytest.approx(1.0, abs=0.05)
+    d.eval()
+    assert torch.allclose(d(x, labels)[:2], d(x[:2], labels[:2]), atol=1e-5), "per sample, unlike batch norm"
+
+
+def test_conditional_batch_norm_scales_and_shifts_per_class():
+    norm = ConditionalBatchNorm2d(3, num_classes=2)
+    with torch.no_grad():
+        norm.scale.weight.copy_(torch.tensor([[0.0, 0.0, 0.0], [1.0, -0.5, 0.0]]))
+        norm.shift.weight.copy_(torch.tensor([[0.0, 0.0, 0.0], [2.0, 0.0, -1.0]]))
+    x = torch.randn(6, 3, 5, 5) * 3 + 1
+    labels = torch.tensor([0, 1, 0, 1, 1, 0])
+    plain = F.batch_norm(x, None, None, training=True)
+    gamma = torch.tensor([[1.0, 1.0, 1.0], [2.0, 0.5, 1.0]])[labels][:, :, None, None]
+    beta = torch.tensor([[0.0, 0.0, 0.0], [2.0, 0.0, -1.0]])[labels][:, :, None, None]
+    assert torch.allclose(norm(x, labels), plain * gamma + beta, atol=1e-5)
+
+
+def test_a_conditional_dcgan_generator_modulates_every_stage_by_class():
+    g = dcgan(SMALL, image_size=32, channels=3, num_classes=4)["generator"]
+    assert g.blocks[0].conv.in_channels == SMALL.latent_dim, "z alone enters; the class modulates the norms"
+    assert all(isinstance(block.norm, ConditionalBatchNorm2d) for block in g.blocks)
 
 # --- losses -------------------------------------------------------------------------
 

@@ -39,6 +39,19 @@ def test_every_model_takes_a_step_with_every_loss(tmp_path, model, loss):
         assert "train_gp" in record
 
 
+
+def test_both_optimizers_are_the_dcgan_papers_adam_without_weight_decay(tmp_path):
+    """The default optimizer (adamw) decays weights; the task must not inherit that: L2 on
+    the batch-norm scales and the small GAN gradients held both networks back."""
+    trainer = _trainer(tmp_path, "model=dcgan", "trainer.max_steps=1", "logger.images=false")
+    trainer.fit()
+    for name in ("generator", "discriminator"):
+        optimizer = trainer.optimizers[name]
+        assert type(optimizer) is torch.optim.Adam
+        for group in optimizer.param_groups:
+            assert group["lr"] == pytest.approx(2e-4) and tuple(group["betas"]) == (0.5, 0.999)
+            assert group["weight_decay"] == 0
+
 def test_the_ema_is_kept_for_the_generator_only_and_samples_are_saved_as_grid_and_gif(tmp_path):
     trainer = _trainer(tmp_path, "model=dcgan", "trainer.epochs=2", "trainer.ema_decay=0.9")
     trainer.fit()

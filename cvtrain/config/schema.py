@@ -201,7 +201,7 @@ class GANModelConfig(ModelConfig):
     width: int = 32  # dcgan: base channels (the paper's 64 is slow on a CPU); progan: channels at 4x4
     hidden_dim: int = 256  # mlp_gan: hidden units
     num_classes: int = 0  # > 0: class-conditional (the data set's class count wins when it has one)
-    d_norm: str = "batch"  # dcgan's discriminator: batch | layer (for loss=wgan_gp, as its paper) | none
+    d_norm: str = "batch"  # dcgan's discriminator: batch | layer (for loss=wgan_gp, as its paper) | spectral | none
 
 
 @dataclass

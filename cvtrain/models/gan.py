@@ -9,11 +9,13 @@ returns `{"generator": G, "discriminator": D}`, registered in the "gan" family:
   cvtrain.tasks.gan_losses decide what the logit means (probability, hinge or critic).
 
 With classes (`num_classes` > 0; the builder's argument wins over `cfg.num_classes`)
-both are class-conditional: G concatenates a learned label embedding to z (Mirza &
-Osindero 2014), and D adds the projection term <embed(y), features> to its logit
-(Miyato & Koyama 2018), which conditions D far better than concatenating the label
-to its input. cfg keys (read with defaults): latent_dim, width, hidden_dim, num_classes,
-d_norm (dcgan's discriminator: batch, or layer for a WGAN-GP critic).
+both are class-conditional: the MLP generator concatenates a learned label embedding
+to z (Mirza & Osindero 2014); DCGAN's generator modulates every batch norm by class
+(conditional batch norm), and D adds the projection term <embed(y), features> to its
+logit (Miyato & Koyama 2018), which conditions D far better than concatenating the
+label to its input. cfg keys (read with defaults): latent_dim, width, hidden_dim,
+num_classes, d_norm (dcgan's discriminator: batch; layer for a WGAN-GP critic;
+spectral for spectral normalisation, the projection cGAN's; none).
 """
 
 from __future__ import annotations
@@ -142,7 +144,7 @@ def dcgan_init(module: nn.Module) -> None:
         nn.init.normal_(module.weight, 0.0, 0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
-    elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)):
+    elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)) and module.weight is not None:
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
 
@@ -156,6 +158,27 @@ def dcgan_stages(image_size: int) -> int:
     return int(math.log2(image_size)) - 3
 
 
+class ConditionalBatchNorm2d(nn.Module):
+    """Batch norm whose scale and shift depend on the class (de Vries et al. 2017; the
+    projection-cGAN generator of Miyato & Koyama 2018): gamma_y = 1 + a[y], beta_y = b[y],
+    a ~ N(0, 0.02) and b = 0 at the start (DCGAN's batch-norm init), so it begins as
+    nearly plain batch norm. The class modulates
+    every stage instead of entering beside z at the input, where a label embedding as
+    large as z made the generator ignore z (one image per class)."""
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels, affine=False)
+        self.scale = nn.Embedding(num_classes, channels)
+        self.shift = nn.Embedding(num_classes, channels)
+        nn.init.normal_(self.scale.weight, 0.0, 0.02)
+        nn.init.zeros_(self.shift.weight)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        gamma = 1 + self.scale(labels)[:, :, None, None]
+        return self.norm(x) * gamma + self.shift(labels)[:, :, None, None]
+
+
 class DCGANGenerator(nn.Module):
     """z -> 4x4 by a 4x4 transposed conv, then fractionally-strided convs doubling the size,
     halving the channels; BN and ReLU after all but the output layer, which is tanh. No
@@ -163,25 +186,38 @@ class DCGANGenerator(nn.Module):
 
     def __init__(self, latent_dim: int, width: int, image_size: int, channels: int, num_classes: int = 0):
         super().__init__()
-        self.latent_dim = latent_dim
-        self.condition = LabelEmbedding(latent_dim, num_classes)
+        self.latent_dim, self.num_classes = latent_dim, num_classes
         stages = dcgan_stages(image_size)
         cin = width * 2**stages
-        layers: list[nn.Module] = [*_up(self.condition.out_dim, cin, stride=1, padding=0)]
+        self.blocks = nn.ModuleList([_Up(latent_dim, cin, num_classes, stride=1, padding=0)])
         for _ in range(stages):
-            layers += _up(cin, cin // 2)
+            self.blocks.append(_Up(cin, cin // 2, num_classes))
             cin //= 2
-        layers += [nn.ConvTranspose2d(cin, channels, 4, 2, 1, bias=False), nn.Tanh()]
-        self.net = nn.Sequential(*layers)
+        self.out = nn.Sequential(nn.ConvTranspose2d(cin, channels, 4, 2, 1, bias=False), nn.Tanh())
         self.apply(dcgan_init)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(self.condition(z, labels)[:, :, None, None])
+        if self.num_classes and labels is None:
+            raise ValueError(f"this generator is conditioned on {self.num_classes} classes: pass labels")
+        x = z[:, :, None, None]
+        for block in self.blocks:
+            x = block(x, labels)
+        return self.out(x)
 
 
-def _up(cin: int, cout: int, stride: int = 2, padding: int = 1) -> list[nn.Module]:
-    """Transposed conv 4x4 (no bias: BN follows), BN, ReLU."""
-    return [nn.ConvTranspose2d(cin, cout, 4, stride, padding, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+class _Up(nn.Module):
+    """Transposed conv 4x4 (no bias: BN follows), BN (class-conditional with classes), ReLU."""
+
+    def __init__(self, cin: int, cout: int, num_classes: int, stride: int = 2, padding: int = 1):
+        super().__init__()
+        self.conv = nn.ConvTranspose2d(cin, cout, 4, stride, padding, bias=False)
+        self.norm = ConditionalBatchNorm2d(cout, num_classes) if num_classes else nn.BatchNorm2d(cout)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        x = self.conv(x)
+        x = self.norm(x, labels) if isinstance(self.norm, ConditionalBatchNorm2d) else self.norm(x)
+        return self.act(x)
 
 
 class DCGANDiscriminator(nn.Module):
@@ -196,13 +232,15 @@ class DCGANDiscriminator(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
         cin = width
         for _ in range(stages):
-            conv = nn.Conv2d(cin, cin * 2, 4, 2, 1, bias=norm == "none")  # a norm's shift replaces the bias
+            conv = nn.Conv2d(cin, cin * 2, 4, 2, 1, bias=norm in ("none", "spectral"))  # a norm's shift replaces the bias
             layers += [conv, *_norm(norm, cin * 2), nn.LeakyReLU(0.2, inplace=True)]
             cin *= 2
         self.features = nn.Sequential(*layers)
         self.out = nn.Conv2d(cin, 1, 4, 1, 0, bias=False)
         self.head = Projection(cin, num_classes, linear=False)
         self.apply(dcgan_init)  # leaves the projection's embedding at its own N(0, 0.02)
+        if norm == "spectral":
+            spectral_normalize(self)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         features = self.features(x)
@@ -218,9 +256,21 @@ def _norm(norm: str, channels: int) -> list[nn.Module]:
         return [nn.BatchNorm2d(channels)]
     if norm == "layer":
         return [nn.GroupNorm(1, channels)]
-    if norm == "none":
+    if norm in ("none", "spectral"):  # spectral: applied to the weights (spectral_normalize)
         return []
-    raise UserError(f"model.d_norm: unknown normalisation '{norm}'; valid: batch, layer, none.")
+    raise UserError(f"model.d_norm: unknown normalisation '{norm}'; valid: batch, layer, spectral, none.")
+
+
+def spectral_normalize(module: nn.Module) -> None:
+    """Spectral normalisation of every conv, linear and embedding weight (Miyato et al. 2018):
+    each layer 1-Lipschitz, one power iteration per forward pass. The projection cGAN's
+    discriminator (Miyato & Koyama 2018) is built this way; it keeps D from overpowering G
+    without batch statistics, so it also suits per-sample losses."""
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    for m in list(module.modules()):
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding)):
+            spectral_norm(m)
 
 
 @MODELS.register("dcgan", family="gan")
