@@ -7,6 +7,10 @@
                             [--pr-curve pr.png]
     cvtrain-score fid --real A --fake B [--features shapesworld|inception] [--weights FILE]
                       [--json] [--kid-subsets N] [--kid-subset-size M] [--k 3]
+    cvtrain-score analogies --vectors FILE --questions FILE [--restrict N] [--json]
+                            [--binary | --text] [--case-sensitive]
+    cvtrain-score similarity --vectors FILE --pairs FILE [--restrict N] [--json]
+                             [--binary | --text] [--case-sensitive] [--delimiter TAB]
 
 One subcommand per task, each importing its scorers only when it runs, so `--help` and
 argument errors answer at once. A mistake the user can fix (a missing file, bad JSON,
@@ -67,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     captions.set_defaults(command=score_captions_command)
     add_detection_parser(tasks)
     add_fid_parser(tasks)
+    add_word_vector_parsers(tasks)
     return parser
 
 
@@ -118,6 +123,78 @@ def add_fid_parser(tasks) -> None:
                      help="KID subset size, capped at the number of samples (default 1000)")
     fid.add_argument("--k", type=int, default=3, help="neighbours for precision / recall radii (default 3)")
     fid.set_defaults(command=score_fid_command)
+
+
+VECTORS_HELP = (
+    "The vectors file is in word2vec format, as gensim's KeyedVectors.save_word2vec_format and the C word2vec "
+    "tool write it: a 'COUNT DIM' header line, then one word and its vector per record, most frequent word "
+    "first. Text or binary is detected from the first record (--binary / --text force it). As gensim does, "
+    "only the first --restrict words are used, and words are compared upper-cased (--case-sensitive: as "
+    "written)."
+)
+
+
+def add_word_vector_parsers(tasks) -> None:
+    analogies = tasks.add_parser(
+        "analogies",
+        help="word2vec analogy accuracy (3CosAdd), per section, as gensim's evaluate_word_analogies",
+        description="Answer each question 'a b c d' of a questions-words file (': section' lines, then four "
+        "words per line) with the word closest to b - a + c, leaving out a, b and c, exactly as gensim's "
+        "KeyedVectors.evaluate_word_analogies; questions with a word outside the vocabulary are skipped and "
+        "counted. " + VECTORS_HELP,
+    )
+    analogies.add_argument("--questions", required=True, metavar="FILE", help="questions-words file")
+    add_vectors_arguments(analogies)
+    analogies.set_defaults(command=score_analogies_command)
+    similarity = tasks.add_parser(
+        "similarity",
+        help="word-similarity Pearson / Spearman (WordSim353 format), as gensim's evaluate_word_pairs",
+        description="Correlate the cosine of each word pair with its human score, as gensim's "
+        "KeyedVectors.evaluate_word_pairs: lines 'word1 TAB word2 TAB score', '#' lines are comments; pairs "
+        "with a word outside the vocabulary are skipped and reported as a percentage. " + VECTORS_HELP,
+    )
+    similarity.add_argument("--pairs", required=True, metavar="FILE", help="word pairs file (e.g. wordsim353.tsv)")
+    similarity.add_argument("--delimiter", default="\t", type=delimiter,
+                            help="field separator (default: tab; '\\t' is read as a tab too)")
+    add_vectors_arguments(similarity)
+    similarity.set_defaults(command=score_similarity_command)
+
+
+def delimiter(text: str) -> str:
+    """A shell hands over a typed \\t as backslash + t: read it as the tab it means."""
+    return "\t" if text == "\\t" else text
+
+
+def add_vectors_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--vectors", required=True, metavar="FILE", help="word2vec-format vectors, text or binary")
+    form = parser.add_mutually_exclusive_group()
+    form.add_argument("--binary", dest="binary", action="store_const", const=True, help="the vectors file is binary")
+    form.add_argument("--text", dest="binary", action="store_const", const=False, help="the vectors file is text")
+    parser.add_argument("--restrict", type=int, default=300000, metavar="N",
+                        help="use only the first N (most frequent) words (default 300000, as gensim)")
+    parser.add_argument("--case-sensitive", action="store_true", help="compare words as written, not upper-cased")
+    parser.add_argument("--json", action="store_true", help="print the scores as one JSON object")
+
+
+def score_analogies_command(args: argparse.Namespace) -> None:
+    from cvtrain.metrics.embeddings.scoring import analogy_json, analogy_lines, score_analogies
+
+    result, notes = score_analogies(args.vectors, args.questions, args.restrict, args.binary,
+                                    case_insensitive=not args.case_sensitive)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    lines = [json.dumps(analogy_json(result, args.restrict))] if args.json else analogy_lines(result)
+    print("\n".join(lines))
+
+
+def score_similarity_command(args: argparse.Namespace) -> None:
+    from cvtrain.metrics.embeddings.scoring import score_similarity, similarity_json, similarity_lines
+
+    result, notes = score_similarity(args.vectors, args.pairs, args.restrict, args.binary,
+                                     case_insensitive=not args.case_sensitive, delimiter=args.delimiter)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    print("\n".join([json.dumps(similarity_json(result))] if args.json else similarity_lines(result)))
 
 
 def score_fid_command(args: argparse.Namespace) -> None:
