@@ -64,7 +64,8 @@ def main() -> None:
     print(f"FID untrained generator vs val:     {refs['untrained']:.2f}")
     records, total = train_and_read(overrides)
     for record in records:
-        print(f"epoch {record['epoch']:>3}  step {record['step']:>6}  FID {record['fid']:.2f}  KID {record['kid']:.4f}")
+        phase = f"  (FID at this phase's size {record['fid_phase']:.2f})" if "fid_phase" in record else ""
+        print(f"epoch {record['epoch']:>3}  step {record['step']:>6}  FID {record['fid']:.2f}  KID {record['kid']:.4f}{phase}")
     best = min(records, key=lambda r: r["fid"])
     print(f"best FID {best['fid']:.2f} at epoch {best['epoch']}; whole command {total:.1f} s")
 

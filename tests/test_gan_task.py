@@ -108,6 +108,9 @@ def test_progan_grows_phase_by_phase_to_the_image_size_and_fades_each_stage_in(t
     assert state["trainer"]["phase"] == 3
     images, _ = trainer.task.fixed_samples()
     assert images.shape[-1] == 32
+    records = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [("fid_phase" in r) for r in records] == [True, True, True, False], "fid_phase only below 32 px"
+    assert all(r["fid"] >= 0 and r.get("fid_phase", 0) >= 0 for r in records)
 
 
 @pytest.mark.slow

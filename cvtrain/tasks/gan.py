@@ -179,7 +179,12 @@ class GANTask(Task):
         return self._extractor().extract(images.float() / 255.0)
 
     def start_eval(self, split: str) -> None:
-        self._real, self._fake, self._batches, self._hits = [], [], 0, []
+        self._real, self._fake, self._batches, self._hits, self._real_phase = [], [], 0, [], []
+
+    def _below_full_size(self) -> bool:
+        """A growing generator in a phase below the data set's size."""
+        size = getattr(self.models["generator"], "resolution", self.cfg.dataset.image_size)
+        return size < self.cfg.dataset.image_size
 
     def _classifier_indices(self) -> torch.Tensor | None:
         """For a conditional model whose classes the ShapesWorld classifier knows: each
@@ -193,13 +198,16 @@ class GANTask(Task):
         """Features of the split's real images and of as many generated ones, from noise
         seeded by the batch's position, so every evaluation draws the same z."""
         self._set_alpha()
-        real = self._full_size(to_uint8(self._at_resolution(to_signed(batch["image"]))))  # as the fakes are seen
+        signed = to_signed(batch["image"])
+        real = to_uint8(signed)
         seed = torch.Generator(device=self.device).manual_seed(self.cfg.seed * 1000 + self._batches)
         self._batches += 1
         labels = self._labels(batch)
         fake = self._full_size(to_uint8(self.active["generator"](self._noise(len(real), seed), labels)))
         self._real.append(self._features_of(real))
         self._fake.append(self._features_of(fake))
+        if self._below_full_size():  # also against the real images as this phase's D sees them
+            self._real_phase.append(self._features_of(self._full_size(to_uint8(self._at_resolution(signed)))))
         indices = self._classifier_indices()
         if indices is not None:  # was each sample drawn as the class asked for?
             drawn = torch.from_numpy(self._extractor().classify(self._fake[-1]))
@@ -212,11 +220,18 @@ class GANTask(Task):
         from cvtrain.metrics.generative.frechet import frechet_distance, statistics
         from cvtrain.metrics.generative.kid import kernel_inception_distance
 
-        real = np.concatenate([f for part in all_gather_objects(self._real) for f in part])
-        fake = np.concatenate([f for part in all_gather_objects(self._fake) for f in part])
+        def gathered(parts):
+            return np.concatenate([f for part in all_gather_objects(parts) for f in part])
+
+        real, fake = gathered(self._real), gathered(self._fake)
         fid = frechet_distance(*statistics(real), *statistics(fake))
         kid_mean, kid_std = kernel_inception_distance(real, fake)
         results = {"fid": float(fid), "kid": float(kid_mean), "kid_std": float(kid_std)}
+        if self._real_phase:
+            # fid is always samples at dataset.image_size against real images at that size,
+            # so the FIDs of all phases compare and best.pt is kept by the images users get;
+            # fid_phase (against real images at this phase's size) follows progress within a phase.
+            results["fid_phase"] = float(frechet_distance(*statistics(gathered(self._real_phase)), *statistics(fake)))
         hits = [h for part in all_gather_objects(self._hits) for h in part]
         if hits:  # conditional: the share of samples the ShapesWorld classifier assigns to the class asked for
             results["class_acc"] = float(np.concatenate(hits).mean())
