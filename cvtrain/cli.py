@@ -34,9 +34,13 @@ def main(argv: list[str] | None = None) -> None:
     args = [a for a in args if not _LOCAL_RANK_ARG.match(a)]  # torchrun's legacy flag
     from cvtrain.worker_exit import in_distributed_job, run_then_exit
 
+    def run() -> None:
+        run_reporting_errors(lambda: _compose_and_run(args), debug)
+
     if in_distributed_job():  # one rank of torchrun or srun: leaves as cvtrain's own workers do
-        run_then_exit(lambda: run_reporting_errors(lambda: _compose_and_run(args), debug))
-    run_reporting_errors(lambda: _compose_and_run(args), debug)
+        run_then_exit(run)
+    else:
+        run()
 
 
 def _use_config_dirs(args: list[str]) -> None:

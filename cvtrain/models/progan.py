@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cvtrain.errors import UserError
-from cvtrain.models.gan import LabelEmbedding, conditioning_classes
+from cvtrain.models.gan import LabelEmbedding, Projection, conditioning_classes
 from cvtrain.registry import MODELS
 
 
@@ -172,9 +172,7 @@ class ProGANDiscriminator(Growing):
                              EqualizedConv2d(c0, c0, 4), _lrelu(), nn.Flatten())
         self.blocks = nn.ModuleList([last])
         self.out = EqualizedLinear(c0, 1, gain=1.0)
-        self.embed = nn.Embedding(num_classes, c0) if num_classes > 0 else None
-        if self.embed is not None:
-            nn.init.normal_(self.embed.weight, 0.0, 0.02)
+        self.head = Projection(c0, num_classes, linear=False)  # the class term; self.out gives the logit
 
     def _add_stage(self, stage: int) -> None:
         cin, cout = stage_channels(self.width, stage), stage_channels(self.width, stage - 1)
@@ -193,12 +191,7 @@ class ProGANDiscriminator(Growing):
             for block in reversed(self.blocks[1:self.stage]):
                 h = block(h)
         features = self.blocks[0](h)
-        logits = self.out(features).squeeze(1)
-        if self.embed is None:
-            return logits
-        if labels is None:
-            raise ValueError(f"this discriminator is conditioned on {self.embed.num_embeddings} classes: pass labels")
-        return logits + (self.embed(labels) * features).sum(dim=1)
+        return self.head(features, labels, logits=self.out(features).squeeze(1))
 
 
 @MODELS.register("progan", family="gan")

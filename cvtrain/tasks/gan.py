@@ -180,6 +180,7 @@ class GANTask(Task):
 
     def start_eval(self, split: str) -> None:
         self._real, self._fake, self._batches, self._hits, self._real_phase = [], [], 0, [], []
+        self._indices = self._classifier_indices()
 
     def _below_full_size(self) -> bool:
         """A growing generator in a phase below the data set's size."""
@@ -198,8 +199,7 @@ class GANTask(Task):
         """Features of the split's real images and of as many generated ones, from noise
         seeded by the batch's position, so every evaluation draws the same z."""
         self._set_alpha()
-        signed = to_signed(batch["image"])
-        real = to_uint8(signed)
+        real = batch["image"]
         seed = torch.Generator(device=self.device).manual_seed(self.cfg.seed * 1000 + self._batches)
         self._batches += 1
         labels = self._labels(batch)
@@ -207,11 +207,11 @@ class GANTask(Task):
         self._real.append(self._features_of(real))
         self._fake.append(self._features_of(fake))
         if self._below_full_size():  # also against the real images as this phase's D sees them
-            self._real_phase.append(self._features_of(self._full_size(to_uint8(self._at_resolution(signed)))))
-        indices = self._classifier_indices()
-        if indices is not None:  # was each sample drawn as the class asked for?
+            seen = self._full_size(to_uint8(self._at_resolution(to_signed(real))))
+            self._real_phase.append(self._features_of(seen))
+        if self._indices is not None:  # was each sample drawn as the class asked for?
             drawn = torch.from_numpy(self._extractor().classify(self._fake[-1]))
-            self._hits.append((drawn == indices[labels.cpu()]).numpy())
+            self._hits.append((drawn == self._indices[labels.cpu()]).numpy())
 
     def finish_eval(self) -> dict[str, float]:
         import numpy as np
@@ -227,14 +227,13 @@ class GANTask(Task):
         fid = frechet_distance(*statistics(real), *statistics(fake))
         kid_mean, kid_std = kernel_inception_distance(real, fake)
         results = {"fid": float(fid), "kid": float(kid_mean), "kid_std": float(kid_std)}
-        if self._real_phase:
+        if self._below_full_size():  # the same on every rank: gathered() is a collective
             # fid is always samples at dataset.image_size against real images at that size,
             # so the FIDs of all phases compare and best.pt is kept by the images users get;
             # fid_phase (against real images at this phase's size) follows progress within a phase.
             results["fid_phase"] = float(frechet_distance(*statistics(gathered(self._real_phase)), *statistics(fake)))
-        hits = [h for part in all_gather_objects(self._hits) for h in part]
-        if hits:  # conditional: the share of samples the ShapesWorld classifier assigns to the class asked for
-            results["class_acc"] = float(np.concatenate(hits).mean())
+        if self._indices is not None:  # conditional: the share of samples classified as the class asked for
+            results["class_acc"] = float(gathered(self._hits).mean())
         return results
 
     @torch.inference_mode()
