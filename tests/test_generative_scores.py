@@ -145,6 +145,21 @@ def test_shapesworld_extractor_is_cached(shapes_extractor, monkeypatch):
     np.testing.assert_array_equal(first.extract(images), second.extract(images))
 
 
+
+def test_the_cache_is_written_whole_and_an_unwritable_cache_folder_costs_a_warning(tmp_path, capsys):
+    import torch
+
+    from cvtrain.metrics.generative import features
+
+    path = tmp_path / "scorers" / "net.pt"
+    features._save_atomic(path, {"key": "k", "state_dict": {"w": torch.ones(2)}})
+    assert torch.load(path, weights_only=True)["key"] == "k"
+    assert [p.name for p in path.parent.iterdir()] == ["net.pt"], "no temporary file left behind"
+    blocked = tmp_path / "a_file"
+    blocked.write_text("not a folder")
+    features._save_atomic(blocked / "scorers" / "net.pt", {"key": "k"})
+    assert "warning: ShapesWorld feature network not cached" in capsys.readouterr().err
+
 def test_the_shapesworld_classifier_knows_the_shapes_it_scores_samples_by(shapes_extractor):
     """class_acc (a conditional generator's samples drawn as asked) means something only
     if the classifier is right on real images: on unseen val images at 32 and 64 pixels."""

@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -299,24 +298,14 @@ def _load_cached(network, path: Path, key: str) -> bool:
 
 
 def _save_atomic(path: Path, obj: dict) -> None:
-    """torch.save to a temporary file beside `path`, then rename: readers never see half
-    a file, and two processes training at once both leave a whole one."""
-    import torch
+    """The checkpoints' atomic torch.save (readers never see half a file, and two processes
+    training at once both leave a whole one); a cache folder that cannot be written costs
+    a warning, not the run: the network is trained again next time."""
+    from cvtrain.engine.checkpoint import save_atomic
 
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+        save_atomic(obj, path)
     except OSError as err:
-        print(f"warning: ShapesWorld feature network not cached in {path.parent}: {err}", file=sys.stderr)
-        return
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if not isinstance(err, OSError):
-            raise
         print(f"warning: ShapesWorld feature network not cached in {path.parent}: {err}", file=sys.stderr)
 
 
