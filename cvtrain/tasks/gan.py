@@ -152,7 +152,7 @@ class GANTask(Task):
             loss_d = self.loss.d_loss(d_real, d_fake)
             if self.loss.gradient_penalty:
                 penalty = gradient_penalty(D, real, fake, labels)
-                loss_d = loss_d + self.cfg.loss.gp_weight * penalty
+                loss_d = loss_d + self.loss.gp_weight * penalty
                 logs["gp"] = penalty.detach()
             step("discriminator", loss_d)
         fake = G(self._noise(len(real)), labels)
