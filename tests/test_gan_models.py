@@ -161,6 +161,30 @@ def test_a_conditional_dcgan_generator_modulates_every_stage_by_class():
     assert g.blocks[0].conv.in_channels == SMALL.latent_dim, "z alone enters; the class modulates the norms"
     assert all(isinstance(block.norm, ConditionalBatchNorm2d) for block in g.blocks)
 
+def test_an_ac_gan_discriminator_also_classifies_from_the_pooled_features():
+    cfg = OmegaConf.merge(SMALL, {"d_classifier": True})
+    d = dcgan(cfg, image_size=32, channels=3, num_classes=5)["discriminator"]
+    x, labels = torch.randn(4, 3, 32, 32), torch.arange(4)
+    logits, classes = d(x, labels)
+    assert logits.shape == (4,) and classes.shape == (4, 5)
+    pooled = d.features(x).sum(dim=(2, 3))
+    assert torch.allclose(classes, d.classifier(pooled), atol=1e-6)
+    plain = dcgan(SMALL, image_size=32, channels=3, num_classes=5)["discriminator"]
+    assert plain.classifier is None and plain(x, labels).shape == (4,), "without d_classifier: the logits alone"
+    unconditional = dcgan(cfg, image_size=32, channels=3, num_classes=0)["discriminator"]
+    assert unconditional.classifier is None, "no classes, nothing to classify"
+
+
+def test_gradient_penalty_of_an_ac_gan_critic_uses_its_real_fake_logit():
+    cfg = OmegaConf.merge(SMALL, {"d_classifier": True, "d_norm": "layer"})
+    d = dcgan(cfg, image_size=32, channels=3, num_classes=3)["discriminator"]
+    real, fake, labels, eps = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32), torch.tensor([0, 2]), torch.rand(2)
+    mixed = (eps.view(-1, 1, 1, 1) * real + (1 - eps.view(-1, 1, 1, 1)) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(d(mixed, labels)[0].sum(), mixed)
+    expected = ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+    assert torch.allclose(gradient_penalty(d, real, fake, labels, eps=eps), expected, atol=1e-6)
+
+
 # --- losses -------------------------------------------------------------------------
 
 REAL = torch.tensor([2.0, -1.0, 0.5])

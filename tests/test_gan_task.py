@@ -52,6 +52,20 @@ def test_both_optimizers_are_the_dcgan_papers_adam_without_weight_decay(tmp_path
             assert group["lr"] == pytest.approx(2e-4) and tuple(group["betas"]) == (0.5, 0.999)
             assert group["weight_decay"] == 0
 
+def test_an_ac_gan_step_adds_the_class_losses_to_both_networks(tmp_path):
+    """model.d_classifier: D learns the classes of real images and G is pushed to draw images
+    D classifies as the class asked for (Odena et al. 2017); both terms are logged."""
+    trainer = _trainer(tmp_path, "model=dcgan", "model.num_classes=1", "model.d_classifier=true",
+                       "loss.class_weight=0.5", "trainer.max_steps=1", "logger.images=false")
+    assert trainer.task.loss.class_weight == 0.5
+    head = trainer.task.models["discriminator"].classifier.weight.detach().clone()
+    trainer.fit()
+    record = read_jsonl(tmp_path / "metrics.jsonl")[-1]
+    assert 1.0 < record["train_d_class"] < 3.0 and 1.0 < record["train_g_class"] < 3.0, "about log(6) at the start"
+    assert record["train_loss_g"] > record["train_g_class"] * 0.5, "g_loss includes the weighted class term"
+    assert not torch.equal(head, trainer.task.models["discriminator"].classifier.weight), "the class head trained"
+
+
 def test_the_ema_is_kept_for_the_generator_only_and_samples_are_saved_as_grid_and_gif(tmp_path):
     trainer = _trainer(tmp_path, "model=dcgan", "trainer.epochs=2", "trainer.ema_decay=0.9")
     trainer.fit()

@@ -202,6 +202,7 @@ class GANModelConfig(ModelConfig):
     hidden_dim: int = 256  # mlp_gan: hidden units
     num_classes: int = 0  # > 0: class-conditional (the data set's class count wins when it has one)
     d_norm: str = "batch"  # dcgan's discriminator: batch | layer (for loss=wgan_gp, as its paper) | spectral | none
+    d_classifier: bool = False  # conditional dcgan: D also classifies its input (AC-GAN; loss.class_weight)
 
 
 @dataclass
@@ -312,6 +313,7 @@ class LossConfig:
     ignore_index: int = 255  # segmentation: pixels with this label count in no loss or score
     dice_weight: float = 0.0  # segmentation: loss = cross-entropy + dice_weight * Dice
     gp_weight: float = 10.0  # gan, wgan_gp: weight of the gradient penalty (Gulrajani et al.'s lambda)
+    class_weight: float = 1.0  # gan with model.d_classifier: weight of the auxiliary classification loss (AC-GAN)
 
 
 @dataclass

@@ -226,7 +226,8 @@ class DCGANDiscriminator(nn.Module):
     a 4x4 conv to one logit. With classes, the projection term uses the 4x4 features
     summed over space (Miyato & Koyama)."""
 
-    def __init__(self, width: int, image_size: int, channels: int, num_classes: int = 0, norm: str = "batch"):
+    def __init__(self, width: int, image_size: int, channels: int, num_classes: int = 0, norm: str = "batch",
+                 classifier: bool = False):
         super().__init__()
         stages = dcgan_stages(image_size)
         layers: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
@@ -238,14 +239,19 @@ class DCGANDiscriminator(nn.Module):
         self.features = nn.Sequential(*layers)
         self.out = nn.Conv2d(cin, 1, 4, 1, 0, bias=False)
         self.head = Projection(cin, num_classes, linear=False)
+        self.classifier = nn.Linear(cin, num_classes) if classifier and num_classes else None
         self.apply(dcgan_init)  # leaves the projection's embedding at its own N(0, 0.02)
         if norm == "spectral":
             spectral_normalize(self)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None):
+        """The real/fake logit (N,), and with an auxiliary classifier also the class logits (N, classes)."""
         features = self.features(x)
-        logits = self.out(features).flatten()
-        return self.head(features.sum(dim=(2, 3)), labels, logits=logits)
+        pooled = features.sum(dim=(2, 3))
+        logits = self.head(pooled, labels, logits=self.out(features).flatten())
+        if self.classifier is None:
+            return logits
+        return logits, self.classifier(pooled)
 
 
 def _norm(norm: str, channels: int) -> list[nn.Module]:
@@ -280,5 +286,6 @@ def dcgan(cfg, image_size: int, channels: int, num_classes: int = 0) -> dict[str
     classes = conditioning_classes(cfg, num_classes)
     return {
         "generator": DCGANGenerator(latent, width, image_size, channels, classes),
-        "discriminator": DCGANDiscriminator(width, image_size, channels, classes, str(cfg.get("d_norm", "batch"))),
+        "discriminator": DCGANDiscriminator(width, image_size, channels, classes, str(cfg.get("d_norm", "batch")),
+                                            classifier=bool(cfg.get("d_classifier", False))),
     }

@@ -32,6 +32,13 @@ def to_signed(images: torch.Tensor) -> torch.Tensor:
     return images.float() / 127.5 - 1.0
 
 
+def _outputs(out) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A discriminator's (real/fake logits, class logits or None), as float32: an AC-GAN
+    discriminator (model.d_classifier) returns both, the others the logits alone."""
+    logits, classes = out if isinstance(out, tuple) else (out, None)
+    return logits.float(), None if classes is None else classes.float()
+
+
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
@@ -148,17 +155,23 @@ class GANTask(Task):
         logs: dict[str, torch.Tensor] = {}
         for _ in range(self.cfg.task.d_steps):
             fake = G(self._noise(len(real)), labels).detach()
-            d_real, d_fake = D(real, labels).float(), D(fake, labels).float()
+            (d_real, classes_real), (d_fake, _) = _outputs(D(real, labels)), _outputs(D(fake, labels))
             loss_d = self.loss.d_loss(d_real, d_fake)
+            if classes_real is not None:  # AC-GAN: D learns the classes of real images
+                logs["d_class"] = F.cross_entropy(classes_real, labels)
+                loss_d = loss_d + self.loss.class_weight * logs["d_class"]
             if self.loss.gradient_penalty:
                 penalty = gradient_penalty(D, real, fake, labels)
                 loss_d = loss_d + self.loss.gp_weight * penalty
-                logs["gp"] = penalty.detach()
+                logs["gp"] = penalty
             step("discriminator", loss_d)
-        fake = G(self._noise(len(real)), labels)
-        d_gen = D(fake, labels).float()
+        d_gen, classes_gen = _outputs(D(G(self._noise(len(real)), labels), labels))
         loss_g = self.loss.g_loss(d_gen)
+        if classes_gen is not None:  # ... and G draws images it classifies as the class asked for
+            logs["g_class"] = F.cross_entropy(classes_gen, labels)
+            loss_g = loss_g + self.loss.class_weight * logs["g_class"]
         step("generator", loss_g)
+        logs = {name: value.detach() for name, value in logs.items()}
         return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(), "d_real": d_real.detach().mean(),
                 "d_fake": d_fake.detach().mean(), **logs}
 

@@ -20,8 +20,9 @@ class GANLoss:
     name = "gan"
     gradient_penalty = False
 
-    def __init__(self, gp_weight: float = 0.0):
+    def __init__(self, gp_weight: float = 0.0, class_weight: float = 1.0):
         self.gp_weight = float(gp_weight)
+        self.class_weight = float(class_weight)  # an AC-GAN discriminator's classification loss
 
     def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -110,6 +111,8 @@ def gradient_penalty(discriminator, real: torch.Tensor, fake: torch.Tensor, labe
     eps = eps.to(real.dtype).view(-1, *([1] * (real.dim() - 1)))
     mixed = (eps * real + (1 - eps) * fake).requires_grad_(True)
     logits = discriminator(mixed, labels) if labels is not None else discriminator(mixed)
+    if isinstance(logits, tuple):  # an AC-GAN discriminator's (logits, class logits)
+        logits = logits[0]
     (grad,) = torch.autograd.grad(logits.float().sum(), mixed, create_graph=True, only_inputs=True)
     return ((grad.float().flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
@@ -117,20 +120,20 @@ def gradient_penalty(discriminator, real: torch.Tensor, fake: torch.Tensor, labe
 @LOSSES.register("non_saturating", family="gan")
 def non_saturating(cfg) -> GANLoss:
     """The original GAN's BCE, non-saturating for G: the default."""
-    return NonSaturatingLoss()
+    return NonSaturatingLoss(class_weight=float(cfg.get("class_weight", 1.0)))
 
 
 @LOSSES.register("hinge", family="gan")
 def hinge(cfg) -> GANLoss:
-    return HingeLoss()
+    return HingeLoss(class_weight=float(cfg.get("class_weight", 1.0)))
 
 
 @LOSSES.register("lsgan", family="gan")
 def lsgan(cfg) -> GANLoss:
-    return LeastSquaresLoss()
+    return LeastSquaresLoss(class_weight=float(cfg.get("class_weight", 1.0)))
 
 
 @LOSSES.register("wgan_gp", family="gan")
 def wgan_gp(cfg) -> GANLoss:
     """Wasserstein loss + gp_weight (loss.gp_weight, default 10) x gradient penalty."""
-    return WassersteinGPLoss(gp_weight=float(cfg.get("gp_weight", 10.0)))
+    return WassersteinGPLoss(gp_weight=float(cfg.get("gp_weight", 10.0)), class_weight=float(cfg.get("class_weight", 1.0)))
