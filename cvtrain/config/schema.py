@@ -95,6 +95,26 @@ class GANTaskConfig(TaskConfig):
 
 
 @dataclass
+class Word2VecTaskConfig(TaskConfig):
+    """Word vectors (cvtrain/tasks/word2vec.py); the rest of word2vec's settings: alpha is
+    optimizer.lr, min_alpha is optimizer.lr * scheduler.min_lr_ratio (linear decay), and
+    the architecture (dim, window, negative, hs) is in model.*."""
+
+    schema: str = "word2vec"
+    min_count: int = 5  # words seen fewer times are dropped from the corpus (gensim's min_count)
+    sample: float = 1e-3  # sub-sampling threshold of frequent words (gensim's sample; 0: keep every word)
+    ns_exponent: float = 0.75  # noise distribution: unigram counts to this power
+    chunk_words: int = 2000  # corpus words per SGD update (one optimizer step); a batch is dataset.batch_size chunks
+    punctuation: bool = False  # keep punctuation marks as words
+    questions: Optional[str] = None  # an analogy file (questions-words format) scored as questions_acc
+    pairs: Optional[str] = None  # a word-pairs file (WordSim353 format) scored as spearman
+    restrict_vocab: int = 300000  # analogies and similarity: only the most frequent N words (gensim's default)
+    words: Optional[list[str]] = None  # neighbour table and plot; default: the top_words most frequent
+    top_words: int = 30
+    neighbours: int = 8  # neighbours per word in the table
+
+
+@dataclass
 class ModelConfig:
     """What every model family's schema has."""
 
@@ -202,6 +222,20 @@ class GANModelConfig(ModelConfig):
     hidden_dim: int = 256  # mlp_gan: hidden units
     num_classes: int = 0  # > 0: class-conditional (the data set's class count wins when it has one)
     d_norm: str = "batch"  # dcgan's discriminator: batch | layer (for loss=wgan_gp, as its paper) | spectral | none
+
+
+@dataclass
+class WordVectorModelConfig(ModelConfig):
+    """word2vec's two architectures: skipgram predicts each context word from the word,
+    cbow the word from its averaged context."""
+
+    name: str = MISSING  # skipgram | cbow
+    family: str = "word_vectors"
+    dim: int = 100  # vector size
+    window: int = 5  # largest distance to a context word; each word draws its own window in 1..window
+    negative: int = 5  # noise words per example (0: no negative sampling; then hs must be true)
+    hs: bool = False  # hierarchical softmax over word2vec.c's Huffman tree (with negative > 0: both)
+    cbow_mean: bool = True  # cbow: the mean of the context vectors (false: their sum)
 
 
 @dataclass
@@ -427,6 +461,7 @@ MODEL_SCHEMAS = {
     "detector": DetectorModelConfig,
     "instance_segmenter": InstanceSegmenterModelConfig,
     "gan": GANModelConfig,
+    "word_vectors": WordVectorModelConfig,
 }
 TASK_SCHEMAS = {
     "base": TaskConfig,
@@ -435,6 +470,7 @@ TASK_SCHEMAS = {
     "detection": DetectionTaskConfig,
     "sequence": SequenceTaskConfig,
     "gan": GANTaskConfig,
+    "word2vec": Word2VecTaskConfig,
 }
 DATASET_SCHEMAS = {
     "base": DatasetConfig,
