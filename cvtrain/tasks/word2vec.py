@@ -111,23 +111,42 @@ class Word2VecTask(Task):
         return self.cfg.dataset.batch_size / env_from_os().world_size
 
     # --- training -------------------------------------------------------------
-    def train_step(self, batch, step):
-        tokens, sentences = batch["tokens"], batch["sentence"]
-        skipgram = self.cfg.model.name != "cbow"
+    def collate(self):
+        """Chunks -> their examples (and pair counts), as plain tensors that move to the
+        device with the batch. dataset.num_workers=1 builds them in a loader worker while
+        this process trains; on a busy two-core machine that was slower (the worker and
+        the loop compete), so the default builds them here."""
+        return self.examples_batch
+
+    def examples_batch(self, samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        tokens = torch.stack([sample["tokens"] for sample in samples])
+        sentences = torch.stack([sample["sentence"] for sample in samples])
         sampler = self.sampler()
-        examples = sampler.skipgram(tokens, sentences) if skipgram else sampler.cbow(tokens, sentences)
-        chunks = tokens.shape[0]
-        counts = self._pair_counts(examples, chunks) if skipgram else None
+        examples = sampler.cbow(tokens, sentences) if self.cfg.model.name == "cbow" else sampler.skipgram(tokens, sentences)
+        batch = {"chunk_count": torch.tensor(len(samples)), **examples.to_batch()}
+        for name, (share, total) in (self._pair_counts(examples, len(samples)) or {}).items():
+            batch.update({f"{name}.share": share, f"{name}.total": total})
+        return batch
+
+    def train_step(self, batch, step):
+        examples = Examples.from_batch(batch)
+        losses = []
+        for loss in self._chunk_losses(examples, batch, int(batch["chunk_count"])):
+            step("main", loss)  # one SGD update per chunk, in corpus order
+            losses.append(loss.detach())
+        return {"loss": torch.stack(losses).sum() / max(1, len(examples))}
+
+    def _chunk_losses(self, examples: Examples, batch, chunks: int):
+        """Each chunk's loss, computed when the loop asks for it: after the previous
+        chunk's update, with the weights as they are then."""
+        counts = {name: (batch[f"{name}.share"], batch[f"{name}.total"]) for name in examples.targets
+                  if f"{name}.share" in batch}
         bounds = examples.bounds(chunks)
-        total = torch.zeros(())
-        for chunk in range(chunks):
-            if counts is not None:
-                loss = count_loss(self.model(), {name: (c[0][chunk], c[1][chunk]) for name, c in counts.items()})
+        for m in range(chunks):
+            if counts:
+                yield count_loss(self.model(), {name: (share[m], total[m]) for name, (share, total) in counts.items()})
             else:
-                loss = self._example_loss(examples.part(bounds[chunk], bounds[chunk + 1]))
-            step("main", loss)
-            total += loss.detach()
-        return {"loss": total / max(1, len(examples))}
+                yield self._example_loss(examples.part(bounds[m], bounds[m + 1]))
 
     def _example_loss(self, part: Examples) -> torch.Tensor:
         targets = {name: t.rows for name, t in part.targets.items()}
@@ -140,6 +159,8 @@ class Word2VecTask(Task):
     def _pair_counts(self, examples: Examples, chunks: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]] | None:
         """Skip-gram's examples as pair counts per chunk and objective, when scoring
         every pair costs less than gathering rows (a small vocabulary); else None."""
+        if examples.inputs is None:  # CBOW: a bag of words is no single input row
+            return None
         rows = {"negative": len(self.vocab), "hs": len(self.vocab) - FIRST_WORD - 1}
         scored = sum(t.weights.numel() for t in examples.targets.values()) / chunks
         if len(self.vocab) * sum(rows[name] for name in examples.targets) > COUNT_RATIO * scored:

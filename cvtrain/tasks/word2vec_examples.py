@@ -73,6 +73,22 @@ class Examples:
     def __len__(self) -> int:
         return len(self.chunks)
 
+    def to_batch(self) -> dict[str, torch.Tensor]:
+        """Plain named tensors, as a batch travels (from a loader worker, to a device)."""
+        fields = {key: getattr(self, key) for key in ("chunks", "inputs", "context", "offsets")}
+        batch = {key: value for key, value in fields.items() if value is not None}
+        for name, t in self.targets.items():
+            batch.update({f"{name}.rows": t.rows, f"{name}.labels": t.labels, f"{name}.weights": t.weights})
+        return batch
+
+    @classmethod
+    def from_batch(cls, batch: dict[str, torch.Tensor]) -> Examples:
+        names = [key.removesuffix(".rows") for key in batch if key.endswith(".rows")]
+        targets = {name: Targets(batch[f"{name}.rows"], batch[f"{name}.labels"], batch[f"{name}.weights"])
+                   for name in names}
+        return cls(batch["chunks"], targets, inputs=batch.get("inputs"), context=batch.get("context"),
+                   offsets=batch.get("offsets"))
+
     def bounds(self, chunks: int) -> list[int]:
         """Where each chunk's examples start, and the end: examples are in chunk order."""
         sizes = torch.bincount(self.chunks, minlength=chunks)
