@@ -308,6 +308,13 @@ class TextDatasetConfig(DatasetConfig):
 
 
 @dataclass
+class CorpusDatasetConfig(DatasetConfig):
+    """A text corpus that comes with a library (gensim's Lee corpus): no path, no keys."""
+
+    schema: str = "corpus"
+
+
+@dataclass
 class CaptionsDatasetConfig(DatasetConfig):
     """Images and their captions (COCO captions format)."""
 
@@ -477,6 +484,7 @@ DATASET_SCHEMAS = {
     "shapes": ShapesDatasetConfig,
     "image_classes": ImageClassesDatasetConfig,
     "text": TextDatasetConfig,
+    "corpus": CorpusDatasetConfig,
     "captions": CaptionsDatasetConfig,
     "voc": VocDatasetConfig,
     "coco": CocoDatasetConfig,
