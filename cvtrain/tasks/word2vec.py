@@ -21,6 +21,7 @@ run folder, and images/projection.png; mode=predict writes them for prompt="w1 w
 
 from __future__ import annotations
 
+import math
 import re
 import tempfile
 from pathlib import Path
@@ -81,8 +82,18 @@ class Word2VecTask(Task):
         """The whole corpus in chunks, whatever the split: word2vec is scored on analogy
         and similarity files, not on held-out text."""
         if not hasattr(self, "_chunks"):
-            self._chunks = chunked_stream(self.sentences(), self.vocabulary(), self.cfg.task.chunk_words)
+            self._chunks = chunked_stream(self.sentences(), self.vocabulary(), self._chunk_size())
         return self._chunks
+
+    def _chunk_size(self) -> int:
+        """task.chunk_words, lowered so that the chunks fill whole batches: a training
+        epoch drops its last partial batch, and word2vec should see every word."""
+        if self.cfg.task.chunk_words < 1:
+            raise UserError(f"task.chunk_words must be at least 1, got {self.cfg.task.chunk_words}.")
+        vocab, batch = self.vocabulary(), self.cfg.dataset.batch_size
+        words = sum(1 for line in self.sentences() for word in line if word in vocab.stoi)
+        chunks = math.ceil(math.ceil(words / self.cfg.task.chunk_words) / batch) * batch
+        return max(1, math.ceil(words / chunks))
 
     def tree(self) -> HuffmanTree | None:
         """word2vec.c's Huffman tree over the words (not the special rows), for model.hs."""
