@@ -21,6 +21,8 @@ TINY = ["dataset.num_train=32", "dataset.num_val=16", "dataset.num_test=16", "da
 # Per task, what keeps one step cheap without leaving the contract: METEOR starts a JVM
 # per evaluation (its scores are checked in test_caption_scores.py).
 CHEAP = {"captioning": ["task.metrics=[bleu,rouge_l,cider]", "decode.beam_size=1"]}
+# What mode=predict reads besides images: a prompt to continue, words to find neighbours of.
+PROMPTS = {"language_modeling": "prompt=a small", "word2vec": "prompt=circle"}
 PAIRS = [(task, model) for task in options("task") for model in accepted(task, "model")]
 
 
@@ -63,7 +65,7 @@ def test_train_resume_eval_predict(task, model, tmp_path, photos, capsys):
     monitored = first["config"]["task"]["monitor"]
     assert monitored in scores
 
-    source = "prompt=a small" if task == "language_modeling" else f"input={photos}"
+    source = PROMPTS.get(task, f"input={photos}")
     capsys.readouterr()
     cli_in_process([*args, "mode=predict", f"ckpt={ckpt}", source, f"hydra.run.dir={tmp_path / 'predict'}"])
     records = read_jsonl(tmp_path / "predict" / "predictions.jsonl")

@@ -95,6 +95,26 @@ class GANTaskConfig(TaskConfig):
 
 
 @dataclass
+class Word2VecTaskConfig(TaskConfig):
+    """Word vectors (cvtrain/tasks/word2vec.py); the rest of word2vec's settings: alpha is
+    optimizer.lr, min_alpha is optimizer.lr * scheduler.min_lr_ratio (linear decay), and
+    the architecture (dim, window, negative, hs) is in model.*."""
+
+    schema: str = "word2vec"
+    min_count: int = 5  # words seen fewer times are dropped from the corpus (gensim's min_count)
+    sample: float = 1e-3  # sub-sampling threshold of frequent words (gensim's sample; 0: keep every word)
+    ns_exponent: float = 0.75  # noise distribution: unigram counts to this power
+    chunk_words: int = 2000  # corpus words per SGD update (one optimizer step); a batch is dataset.batch_size chunks
+    punctuation: bool = False  # keep punctuation marks as words
+    questions: Optional[str] = None  # an analogy file (questions-words format) scored as questions_acc
+    pairs: Optional[str] = None  # a word-pairs file (WordSim353 format) scored as spearman
+    restrict_vocab: int = 300000  # analogies and similarity: only the most frequent N words (gensim's default)
+    words: Optional[list[str]] = None  # neighbour table and plot; default: the top_words most frequent
+    top_words: int = 30
+    neighbours: int = 8  # neighbours per word in the table
+
+
+@dataclass
 class ModelConfig:
     """What every model family's schema has."""
 
@@ -206,6 +226,20 @@ class GANModelConfig(ModelConfig):
 
 
 @dataclass
+class WordVectorModelConfig(ModelConfig):
+    """word2vec's two architectures: skipgram predicts each context word from the word,
+    cbow the word from its averaged context."""
+
+    name: str = MISSING  # skipgram | cbow
+    family: str = "word_vectors"
+    dim: int = 100  # vector size
+    window: int = 5  # largest distance to a context word; each word draws its own window in 1..window
+    negative: int = 5  # noise words per example (0: no negative sampling; then hs must be true)
+    hs: bool = False  # hierarchical softmax over word2vec.c's Huffman tree (with negative > 0: both)
+    cbow_mean: bool = True  # cbow: the mean of the context vectors (false: their sum)
+
+
+@dataclass
 class DecodeConfig:
     """How sequences are generated at evaluation and prediction time."""
 
@@ -272,6 +306,13 @@ class TextDatasetConfig(DatasetConfig):
     seq_len: int = 32  # tokens per training window
     min_freq: int = 1  # vocabulary: drop rarer tokens (they become <unk>)
     max_vocab: int = 0  # vocabulary: keep at most this many tokens (0: no limit)
+
+
+@dataclass
+class CorpusDatasetConfig(DatasetConfig):
+    """A text corpus that comes with a library (gensim's Lee corpus): no path, no keys."""
+
+    schema: str = "corpus"
 
 
 @dataclass
@@ -429,6 +470,7 @@ MODEL_SCHEMAS = {
     "detector": DetectorModelConfig,
     "instance_segmenter": InstanceSegmenterModelConfig,
     "gan": GANModelConfig,
+    "word_vectors": WordVectorModelConfig,
 }
 TASK_SCHEMAS = {
     "base": TaskConfig,
@@ -437,12 +479,14 @@ TASK_SCHEMAS = {
     "detection": DetectionTaskConfig,
     "sequence": SequenceTaskConfig,
     "gan": GANTaskConfig,
+    "word2vec": Word2VecTaskConfig,
 }
 DATASET_SCHEMAS = {
     "base": DatasetConfig,
     "shapes": ShapesDatasetConfig,
     "image_classes": ImageClassesDatasetConfig,
     "text": TextDatasetConfig,
+    "corpus": CorpusDatasetConfig,
     "captions": CaptionsDatasetConfig,
     "voc": VocDatasetConfig,
     "coco": CocoDatasetConfig,
