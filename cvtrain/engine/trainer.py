@@ -51,6 +51,8 @@ class Trainer:
 
     def __init__(self, cfg, task: Task, run_dir: Path, env: dist.DistEnv | None = None):
         self.cfg, self.tcfg, self.task = cfg, cfg.trainer, task
+        # read on every optimizer step, where an OmegaConf attribute costs ~30 us: plain copies
+        self._grad_accum, self._clip_grad_norm = int(self.tcfg.grad_accum), float(self.tcfg.clip_grad_norm)
         self.run_dir, self.env = Path(run_dir), env or dist.DistEnv()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.device = select_device(self.tcfg.device, self.env)
@@ -228,7 +230,7 @@ class Trainer:
             self._nonfinite[each] = self._nonfinite[each] | infinite if each in self._nonfinite else infinite
         scaler = self.scalers[names[0]]
         with self.precision.without_autocast(), _kept_apart(self._outside(names)):
-            scaler.scale(loss / self.tcfg.grad_accum).backward()
+            scaler.scale(loss / self._grad_accum).backward()
         if not self._boundary:
             return
         stepped = [n for n in names if not self._cycle_was_nonfinite(n)]  # every name: each one syncs
@@ -251,10 +253,10 @@ class Trainer:
         """Clip (after unscaling) and step optimizer `name`; the scaler skips a step whose
         gradients overflowed in float16."""
         optimizer = self.optimizers[name]
-        if self.tcfg.clip_grad_norm > 0:
+        if self._clip_grad_norm > 0:
             scaler.unscale_(optimizer)
             params = [p for group in optimizer.param_groups for p in group["params"]]
-            torch.nn.utils.clip_grad_norm_(params, self.tcfg.clip_grad_norm)
+            torch.nn.utils.clip_grad_norm_(params, self._clip_grad_norm)
         scaler.step(optimizer)
 
     def _outside(self, names: tuple[str, ...]) -> list[nn.Parameter]:
