@@ -369,6 +369,7 @@ class LossConfig:
     gp_weight: float = 10.0  # gan, wgan_gp: weight of the gradient penalty (Gulrajani et al.'s lambda)
     margin: float = 0.2  # retrieval, vse_hinge: the hinge's margin (VSE++)
     max_violation: bool = True  # retrieval, vse_hinge: hardest negative only (VSE++); false: sum over all (VSE0)
+    warmup_epochs: int = 1  # retrieval, vse_hinge: epochs summing over all negatives before the hardest alone
     temperature: float = 0.05  # retrieval, infonce: similarities are divided by it
 
 
@@ -472,7 +473,7 @@ class CvtrainConfig:
     split: str = "test"  # the split mode=eval scores
     prompt: Optional[str] = None  # language modeling: text to continue in mode=predict
     query: Optional[str] = None  # retrieval / clip, mode=predict: a sentence whose best images are returned
-    labels: Optional[str] = None  # clip, mode=predict: comma-separated class names to rank for each input image
+    labels: Any = None  # clip, mode=predict: class names to rank per input image, labels=[circle,square] or labels='"circle,square"'
     num_samples: int = 64  # generative tasks, mode=predict: images to write
     # and `class` (see root_schema): mode=predict, a conditional generator's class
     decode: DecodeConfig = field(default_factory=DecodeConfig)

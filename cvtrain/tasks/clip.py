@@ -7,7 +7,7 @@ retrieval Recall@K both ways (as task=retrieval), and, when the data set has a
 classification view (ShapesWorld: the main object's shape), zero-shot accuracy (each
 class's text embedding is the mean of its prompt templates' embeddings) and
 linear-probe accuracy (logistic regression on frozen image features, train -> split).
-`mode=predict input=IMAGES labels="circle,square"` ranks the labels for each image.
+`mode=predict input=IMAGES labels=[circle,square]` ranks the labels for each image.
 """
 
 from __future__ import annotations
@@ -90,14 +90,16 @@ class ClipTask(JointEmbeddingTask):
 
     # --- prediction -----------------------------------------------------------
     def label_names(self) -> list[str]:
-        if self.cfg.labels:
-            names = [n.strip() for n in str(self.cfg.labels).split(",") if n.strip()]
+        labels = self.cfg.labels
+        if labels:  # a list (labels=[a,b]) or one comma-separated string (labels='"a,b"')
+            parts = labels.split(",") if isinstance(labels, str) else [str(n) for n in labels]
+            names = [n.strip() for n in parts if n.strip()]
         else:
             view = self.labelled("train")
             names = view[2] if view else []
         if not names:
-            raise UserError('mode=predict: pass labels="circle,square,triangle" (class names to rank), '
-                            'or query="a sentence" to retrieve images.')
+            raise UserError("mode=predict: pass labels=[circle,square,triangle] (class names to rank), "
+                            "or query='a sentence' to retrieve images.")
         return names
 
     def predict_images(self, paths: list[Path], out_dir: Path) -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ class RetrievalTask(JointEmbeddingTask):
         self.loss_fn = LOSSES.get(cfg.loss.name, families=("retrieval",))(cfg.loss)
 
     def contrastive_loss(self, image: torch.Tensor, text: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
-        return self.loss_fn(*cross_scores(image, text))
+        return self.loss_fn(*cross_scores(image, text), epoch=self.epoch)
 
     def predict_images(self, paths: list[Path], out_dir: Path) -> list[dict[str, Any]]:
         """The task.top_k best sentences of split= (its distinct captions) for each image."""
