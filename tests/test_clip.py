@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from conftest import cli_in_process, read_jsonl, run_gloo_ranks
+from conftest import cli_in_process, read_jsonl, run_gloo_ranks, scene_photos
 
 SMALL = ["task=clip", "dataset.num_train=64", "dataset.num_val=32", "dataset.num_test=32", "dataset.image_size=16",
          "dataset.batch_size=16", "dataset.eval_batch_size=32", "trainer.progress=none", "trainer.num_threads=1",
@@ -93,7 +93,7 @@ def test_the_temperature_starts_at_one_over_0_07_and_is_clamped_at_100():
     assert model.logit_scale.exp().item() == pytest.approx(100.0)
 
 
-@pytest.mark.parametrize("encoder", ["vit", "resnet"])
+@pytest.mark.parametrize("encoder", ["cnn", "resnet", "vit"])
 def test_one_step_of_each_image_encoder_scores_retrieval_zero_shot_and_probe(encoder, tmp_path):
     run = tmp_path / "run"
     cli_in_process([*SMALL, f"model.image_encoder={encoder}", "trainer.max_steps=1", f"hydra.run.dir={run}"])
@@ -106,16 +106,9 @@ def test_one_step_of_each_image_encoder_scores_retrieval_zero_shot_and_probe(enc
 
 
 def test_predict_ranks_the_given_labels_for_each_image(tmp_path):
-    from PIL import Image
-
-    from cvtrain.data.shapesworld import ShapesWorldSpec, load_split
-
     run = tmp_path / "run"
     cli_in_process([*SMALL, "trainer.max_steps=1", f"hydra.run.dir={run}"])
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for i, image in enumerate(load_split("test", 32, ShapesWorldSpec(image_size=16)).images[:3]):
-        Image.fromarray(image).save(folder / f"p{i}.png")
+    folder = scene_photos(tmp_path / "photos", 3, image_size=16)
     out = tmp_path / "predict"
     ckpt = run / "checkpoints" / "best.pt"
     cli_in_process([*SMALL, "mode=predict", f"ckpt={ckpt}", f"input={folder}", "labels=[circle,square,triangle]",

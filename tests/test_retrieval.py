@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import cli_in_process, read_jsonl
+from conftest import cli_in_process, read_jsonl, scene_photos
 
 from cvtrain.errors import UserError
 from cvtrain.metrics.retrieval import retrieval_scores
@@ -180,14 +180,7 @@ def test_predict_query_saves_the_top_images_as_a_grid(trained, tmp_path, capsys)
 
 
 def test_predict_input_images_returns_their_best_sentences(trained, tmp_path):
-    from PIL import Image
-
-    from cvtrain.data.shapesworld import ShapesWorldSpec, load_split
-
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for i, image in enumerate(load_split("test", 32, ShapesWorldSpec()).images[:2]):
-        Image.fromarray(image).save(folder / f"p{i}.png")
+    folder = scene_photos(tmp_path / "photos", 2)
     out = tmp_path / "predict"
     cli_in_process([*SMALL, "mode=predict", f"ckpt={trained}", f"input={folder}", f"hydra.run.dir={out}"])
     records = read_jsonl(out / "predictions.jsonl")

@@ -247,9 +247,9 @@ class ClipModelConfig(ModelConfig):
 
     name: str = MISSING  # clip
     family: str = "clip"
-    image_encoder: str = "vit"  # vit: a small vision transformer | resnet: a small ResNet
-    width: int = 128  # vit: token width; resnet: channels of the last stage
-    layers: int = 4  # vit: transformer blocks; resnet: residual stages
+    image_encoder: str = "cnn"  # cnn: the course CNN | resnet: a small ResNet | vit: a small vision transformer
+    width: int = 32  # cnn: base channels; resnet: channels of the last stage; vit: token width
+    layers: int = 3  # resnet: residual stages; vit: transformer blocks
     heads: int = 4
     patch_size: int = 4  # vit
     text_width: int = 128
