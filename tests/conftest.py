@@ -43,6 +43,19 @@ def cli_in_process(args: list[str]) -> None:
     main(args)
 
 
+def scene_photos(folder: Path, count: int, image_size: int = 64) -> Path:
+    """The first `count` ShapesWorld test scenes as PNG files p0.png, p1.png, ... in
+    `folder`: inputs for mode=predict."""
+    from PIL import Image
+
+    from cvtrain.data.shapesworld import ShapesWorldSpec, load_split
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(load_split("test", max(count, 32), ShapesWorldSpec(image_size=image_size)).images[:count]):
+        Image.fromarray(image).save(folder / f"p{i}.png")
+    return folder
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import cli_in_process, read_jsonl
+from conftest import cli_in_process, read_jsonl, scene_photos
 
 from cvtrain.engine import checkpoint
 from cvtrain.errors import UserError
@@ -47,14 +47,7 @@ def test_eval_from_checkpoint_reproduces_the_scores(trained, tmp_path):
 
 @pytest.mark.slow
 def test_predict_captions_each_image_in_order_with_beam_search(trained, tmp_path):
-    from PIL import Image
-
-    from cvtrain.data.shapesworld import ShapesWorldSpec, load_split
-
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for i, image in enumerate(load_split("test", 64, ShapesWorldSpec()).images[:3]):
-        Image.fromarray(image).save(folder / f"p{i}.png")
+    folder = scene_photos(tmp_path / "photos", 3)
     out = tmp_path / "predict"
     cli_in_process([*SMALL, "mode=predict", "decode.beam_size=3", f"ckpt={trained / 'checkpoints' / 'best.pt'}",
                     f"input={folder}", f"hydra.run.dir={out}"])

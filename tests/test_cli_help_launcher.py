@@ -77,7 +77,7 @@ def test_detection_help_lists_detectors_and_their_data_sets():
 def test_captioning_help_lists_recurrent_models_and_caption_data_sets():
     sections = _sections(_help(["task=captioning", "model=lstm"]))
     assert sections["model"][:2] == (["gru", "lstm", "rnn"], "gru")
-    assert sections["dataset"][:2] == (["coco_captions", "shapes"], "shapes")
+    assert sections["dataset"][:2] == (["coco_captions", "karpathy", "shapes"], "shapes")
     assert not {"digits", "voc", "coco", "text"} & set(sections["dataset"][0])
 
 
@@ -133,7 +133,7 @@ def test_unknown_task_help_is_one_line_and_exit_2(tmp_path):
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("cvtrain: error: unknown task 'nope'."), result.stderr
-    assert "Valid: captioning, classification, detection" in lines[0]
+    assert "Valid: captioning, classification, clip, detection" in lines[0]
 
 
 def test_plain_help_still_lists_every_group_without_torch():

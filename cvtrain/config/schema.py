@@ -115,6 +115,28 @@ class Word2VecTaskConfig(TaskConfig):
 
 
 @dataclass
+class RetrievalTaskConfig(TaskConfig):
+    """Image-sentence retrieval in a joint space (cvtrain/tasks/retrieval.py)."""
+
+    schema: str = "retrieval"
+    recall_ks: list[int] = field(default_factory=lambda: [1, 5, 10])  # Recall@K of each direction
+    top_k: int = 8  # mode=predict: images (query=) or sentences (input=) returned per query
+
+
+@dataclass
+class ClipTaskConfig(RetrievalTaskConfig):
+    """CLIP contrastive pre-training (cvtrain/tasks/clip.py): retrieval, zero-shot and linear-probe scores."""
+
+    schema: str = "clip"
+    # Zero-shot prompts: each class name fills "{}"; a class's text embedding is the mean of its prompts'.
+    templates: list[str] = field(default_factory=lambda: ["a photo of a {}."])
+    zero_shot: bool = True  # score zero-shot accuracy on the data set's classification view, when it has one
+    linear_probe: bool = True  # logistic regression on frozen image features, train -> eval split
+    probe_samples: int = 2000  # training images of the linear probe (the first ones of train)
+    probe_weight_decay: float = 1e-3  # L2 penalty of the probe's logistic regression
+
+
+@dataclass
 class ModelConfig:
     """What every model family's schema has."""
 
@@ -240,6 +262,39 @@ class WordVectorModelConfig(ModelConfig):
 
 
 @dataclass
+class VSEModelConfig(ModelConfig):
+    """A visual-semantic embedding (VSE++): a CNN and a GRU into one normalised space."""
+
+    name: str = MISSING  # vse
+    family: str = "vse"
+    image_encoder: str = "cnn"  # cnn: the course's small CNN | resnet18 (torchvision)
+    width: int = 32  # base channels of the small CNN
+    backbone_weights: Optional[str] = None  # local torchvision weights for resnet18; never downloaded
+    freeze_backbone: bool = False
+    word_dim: int = 128  # word embedding size
+    hidden_dim: int = 256  # GRU state size
+    embed_dim: int = 256  # the joint space
+
+
+@dataclass
+class ClipModelConfig(ModelConfig):
+    """CLIP: an image encoder and a causal text transformer, projected into one space."""
+
+    name: str = MISSING  # clip
+    family: str = "clip"
+    image_encoder: str = "cnn"  # cnn: the course CNN | resnet: a small ResNet | vit: a small vision transformer
+    width: int = 32  # cnn: base channels; resnet: channels of the last stage; vit: token width
+    layers: int = 3  # resnet: residual stages; vit: transformer blocks
+    heads: int = 4
+    patch_size: int = 4  # vit
+    text_width: int = 128
+    text_layers: int = 3
+    text_heads: int = 4
+    context_length: int = 32  # text tokens at most (<bos> and <eot> included)
+    embed_dim: int = 128  # the joint space
+
+
+@dataclass
 class DecodeConfig:
     """How sequences are generated at evaluation and prediction time."""
 
@@ -355,6 +410,10 @@ class LossConfig:
     dice_weight: float = 0.0  # segmentation: loss = cross-entropy + dice_weight * Dice
     gp_weight: float = 10.0  # gan, wgan_gp: weight of the gradient penalty (Gulrajani et al.'s lambda)
     class_weight: float = 1.0  # gan with model.d_classifier: weight of the auxiliary classification loss (AC-GAN)
+    margin: float = 0.2  # retrieval, vse_hinge: the hinge's margin (VSE++)
+    max_violation: bool = True  # retrieval, vse_hinge: hardest negative only (VSE++); false: sum over all (VSE0)
+    warmup_epochs: int = 1  # retrieval, vse_hinge: epochs summing over all negatives before the hardest alone
+    temperature: float = 0.05  # retrieval, infonce: similarities are divided by it
 
 
 @dataclass
@@ -456,6 +515,8 @@ class CvtrainConfig:
     input: Optional[str] = None  # glob of inputs for mode=predict
     split: str = "test"  # the split mode=eval scores
     prompt: Optional[str] = None  # language modeling: text to continue in mode=predict
+    query: Optional[str] = None  # retrieval / clip, mode=predict: a sentence whose best images are returned
+    labels: Any = None  # clip, mode=predict: class names to rank per input image, labels=[circle,square] or labels='"circle,square"'
     num_samples: int = 64  # generative tasks, mode=predict: images to write
     # and `class` (see root_schema): mode=predict, a conditional generator's class
     decode: DecodeConfig = field(default_factory=DecodeConfig)
@@ -471,6 +532,8 @@ MODEL_SCHEMAS = {
     "instance_segmenter": InstanceSegmenterModelConfig,
     "gan": GANModelConfig,
     "word_vectors": WordVectorModelConfig,
+    "vse": VSEModelConfig,
+    "clip": ClipModelConfig,
 }
 TASK_SCHEMAS = {
     "base": TaskConfig,
@@ -480,6 +543,8 @@ TASK_SCHEMAS = {
     "sequence": SequenceTaskConfig,
     "gan": GANTaskConfig,
     "word2vec": Word2VecTaskConfig,
+    "retrieval": RetrievalTaskConfig,
+    "clip": ClipTaskConfig,
 }
 DATASET_SCHEMAS = {
     "base": DatasetConfig,

@@ -1,4 +1,5 @@
-"""Captioned images: ShapesWorld's five captions per scene, or a COCO captions json.
+"""Captioned images: ShapesWorld's five captions per scene, a COCO captions json, or a
+Karpathy split json (dataset_coco.json). They feed captioning, retrieval and CLIP.
 
 A builder returns `CaptionedImages`: the raw reference captions of every image (what
 the scorers compare with) and the images themselves, in memory (ShapesWorld) or as
@@ -31,7 +32,21 @@ class CaptionedImages:
         return len(self.references)
 
 
-@DATASETS.register("shapes", family="captioning")
+FAMILIES = ("captioning", "retrieval", "clip")  # the tasks that train on captioned images
+
+
+def _register(name: str):
+    """Register a builder of captioned images under `name` for every task that reads them."""
+
+    def decorate(builder):
+        for family in FAMILIES:
+            DATASETS.register(name, family=family)(builder)
+        return builder
+
+    return decorate
+
+
+@_register("shapes")
 def shapes_captions(cfg, split: str) -> CaptionedImages:
     from cvtrain.data.shapes import load
 
@@ -40,27 +55,70 @@ def shapes_captions(cfg, split: str) -> CaptionedImages:
     return CaptionedImages([list(c) for c in data.captions], list(range(len(data))), images=images)
 
 
-@DATASETS.register("coco_captions", family="captioning")
+@_register("coco_captions")
 def coco_captions(cfg, split: str) -> CaptionedImages:
     """COCO captions format: dataset.annotations (captions_*.json) and dataset.root (its
     images). One file is split by image into train/val/test (90/5/5 %, seeded)."""
     annotations = _require_file(cfg.annotations, "dataset.annotations", "a COCO captions json (captions_*.json)")
-    root = Path(str(cfg.root or "")).expanduser()
-    if not cfg.root or not root.is_dir():
-        raise UserError(f"dataset.root: no such folder '{cfg.root}'; pass dataset.root=FOLDER holding the json's images.")
+    root = _require_root(cfg)
     images, captions = _read_coco(annotations)
     ids = sorted(captions)
     order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
     start, end = SPLIT_FRACTIONS[split]
     chosen = [ids[i] for i in order[int(start * len(ids)) : int(end * len(ids))]]
     paths = [root / images[i] for i in chosen]
+    _check_images(cfg, paths, [root / images[i] for i in ids], annotations)
+    return CaptionedImages([captions[i] for i in chosen], chosen, paths=paths)
+
+
+@_register("karpathy")
+def karpathy_split(cfg, split: str) -> CaptionedImages:
+    """Karpathy's split json (dataset_coco.json, dataset_flickr30k.json): images[] with
+    split (train, restval, val, test), filepath (optional), filename and sentences[].raw;
+    dataset.root holds the images. restval joins train, as VSE++ and most papers train."""
+    annotations = _require_file(cfg.annotations, "dataset.annotations", "a Karpathy split json (dataset_coco.json)")
+    root = _require_root(cfg)
+    entries = _read_karpathy(annotations)
+    wanted = {"train": ("train", "restval")}.get(split, (split,))
+    chosen = [e for e in entries if e["split"] in wanted]
+    if not chosen:
+        raise UserError(f"dataset.annotations: '{annotations}' has no image in split '{split}'.")
+    paths = [root / e["path"] for e in chosen]
+    _check_images(cfg, paths, [root / e["path"] for e in entries], annotations)
+    return CaptionedImages([e["sentences"] for e in chosen], [e["id"] for e in chosen], paths=paths)
+
+
+def _read_karpathy(path: Path) -> list[dict]:
+    try:
+        data = json.loads(path.read_text())
+        entries = [{"split": str(im["split"]), "id": int(im.get("cocoid", im.get("imgid", i))),
+                    "path": str(Path(im.get("filepath", "")) / im["filename"]),
+                    "sentences": [str(s["raw"]) for s in im["sentences"]]} for i, im in enumerate(data["images"])]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise UserError(f"dataset.annotations: '{path}' is not a Karpathy split json ({type(error).__name__}: "
+                        f"{error}); it needs images[split, filename, sentences[raw]].") from error
+    empty = next((e["path"] for e in entries if not e["sentences"]), None)
+    if empty:
+        raise UserError(f"dataset.annotations: image '{empty}' in '{path}' has no sentence.")
+    return entries
+
+
+def _require_root(cfg) -> Path:
+    root = Path(str(cfg.root or "")).expanduser()
+    if not cfg.root or not root.is_dir():
+        raise UserError(f"dataset.root: no such folder '{cfg.root}'; pass dataset.root=FOLDER holding the json's images.")
+    return root
+
+
+def _check_images(cfg, paths: list[Path], every: list[Path], annotations: Path) -> None:
+    """The split's images exist; with dataset.verify, every image of the json (all splits
+    at once: one list of all unreadable ones) decodes."""
     missing = first_missing(paths)
     if missing:
         raise UserError(f"dataset.root: image '{missing}' named in {annotations.name} is missing; "
                         "point dataset.root at the folder of that json's images.")
-    if wants_verify(cfg):  # every image of the json (all splits) at once: one list of all unreadable ones
-        verify_images(root / images[i] for i in ids)
-    return CaptionedImages([captions[i] for i in chosen], chosen, paths=paths)
+    if wants_verify(cfg):
+        verify_images(every)
 
 
 def _require_file(value, key: str, what: str) -> Path:

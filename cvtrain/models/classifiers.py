@@ -58,16 +58,16 @@ class Classifier(nn.Module):
 
 def head_parameters(model: nn.Module) -> list[nn.Parameter]:
     """Parameters of the new classification head (trained even with a frozen backbone)."""
-    return list(_unwrap(model).head.parameters())
+    return list(unwrap(model).head.parameters())
 
 
 def backbone_parameters(model: nn.Module) -> list[nn.Parameter]:
     """Parameters of everything but the head, e.g. for a lower learning rate."""
-    return list(_unwrap(model).backbone.parameters())
+    return list(unwrap(model).backbone.parameters())
 
 
-def _unwrap(model: nn.Module) -> Classifier:
-    """The Classifier inside a torch.compile or DataParallel wrapper."""
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside torch.compile, DDP or EMA (AveragedModel) wrappers."""
     for attr in ("_orig_mod", "module"):
         model = getattr(model, attr, model)
     return model

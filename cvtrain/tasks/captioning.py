@@ -17,16 +17,16 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from cvtrain.data.captions import CaptionedImages
-from cvtrain.data.memory import InMemoryDataset
-from cvtrain.data.text import Vocabulary, detokenize, tokenize
+from cvtrain.data.text import Vocabulary, detokenize
 from cvtrain.engine.distributed import broadcast_object, env_from_os, gather_objects
 from cvtrain.engine.task import Task
 from cvtrain.models.decoding import beam_search, greedy
-from cvtrain.registry import DATASETS, MODELS, TASKS
+from cvtrain.registry import MODELS, TASKS
+from cvtrain.tasks.captioned_data import CaptionedSplits
 from cvtrain.tasks.figures import save_image_grid
 from cvtrain.tasks.images import expand_inputs, load_image, normalize
 
-REFERENCES_PER_IMAGE = 5
+REFERENCES_PER_IMAGE = 5  # each image's captions a training step draws from
 
 
 @TASKS.register("captioning")
@@ -35,42 +35,18 @@ class CaptioningTask(Task):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.vocab: Vocabulary | None = None
-        self._data: dict[str, CaptionedImages] = {}
+        self.splits = CaptionedSplits(cfg, "captioning", REFERENCES_PER_IMAGE)
         self._eval_split = "val"
 
     # --- data -----------------------------------------------------------------
     def captioned(self, split: str) -> CaptionedImages:
-        if split not in self._data:
-            builder = DATASETS.get(self.cfg.dataset.name, families=("captioning",))
-            self._data[split] = builder(self.cfg.dataset, split)
-        return self._data[split]
+        return self.splits.captioned(split)
 
     def _vocabulary(self) -> Vocabulary:
-        if self.vocab is None:
-            lines = [tokenize(c) for refs in self.captioned("train").references for c in refs]
-            dcfg = self.cfg.dataset
-            self.vocab = Vocabulary.build(lines, min_freq=dcfg.min_freq, max_size=dcfg.max_vocab or None)
-        return self.vocab
-
-    def _encode_references(self, data: CaptionedImages) -> torch.Tensor:
-        """(N, 5, L) token ids: <bos> caption <eos> <pad>...; images with fewer than five
-        captions repeat theirs, so every row has five to draw from."""
-        vocab, length = self._vocabulary(), self.cfg.dataset.max_caption_len + 2
-        out = torch.full((len(data), REFERENCES_PER_IMAGE, length), vocab.PAD, dtype=torch.long)
-        for i, refs in enumerate(data.references):
-            for j in range(REFERENCES_PER_IMAGE):
-                ids = vocab.encode(tokenize(refs[j % len(refs)])[: length - 2], add_bos=True, add_eos=True)
-                out[i, j, : len(ids)] = torch.tensor(ids)
-        return out
+        return self.splits.vocabulary()
 
     def build_dataset(self, split: str) -> Dataset:
-        data = self.captioned(split)
-        captions = self._encode_references(data)
-        index = torch.arange(len(data))
-        if data.images is not None:
-            return InMemoryDataset({"image": data.images, "captions": captions, "index": index})
-        return _ImageFiles(data.paths, captions, self.cfg.dataset.image_size)
+        return self.splits.dataset(split)
 
     # --- model ----------------------------------------------------------------
     def build_models(self) -> dict[str, nn.Module]:
@@ -153,22 +129,7 @@ class CaptioningTask(Task):
 
     # --- checkpoint state -----------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"vocab": self._vocabulary().to_dict()}
+        return self.splits.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state:
-            self.vocab = Vocabulary.from_dict(state["vocab"])
-
-
-class _ImageFiles(Dataset):
-    """Images read from files at `size` pixels, with their encoded captions."""
-
-    def __init__(self, paths: list[Path], captions: torch.Tensor, size: int):
-        self.paths, self.captions, self.size = paths, captions, size
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"image": load_image(self.paths[i], self.size, 3), "captions": self.captions[i], "index": torch.tensor(i)}
-
+        self.splits.load_state_dict(state)

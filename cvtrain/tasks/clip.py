@@ -1,0 +1,119 @@
+"""CLIP contrastive pre-training: image and text encoders, scored zero-shot.
+
+The loss is the symmetric cross-entropy over the global batch's image-text similarities
+times a learnable scale (features all-gathered across DDP ranks with gradients, so the
+negatives span the global batch), clamped at 100 after every optimizer step. Evaluation:
+retrieval Recall@K both ways (as task=retrieval), and, when the data set has a
+classification view (ShapesWorld: the main object's shape), zero-shot accuracy (each
+class's text embedding is the mean of its prompt templates' embeddings) and
+linear-probe accuracy (logistic regression on frozen image features, train -> split).
+`mode=predict input=IMAGES labels=[circle,square]` ranks the labels for each image.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from cvtrain.errors import UserError
+from cvtrain.metrics.linear_probe import linear_probe_accuracy
+from cvtrain.models.classifiers import unwrap
+from cvtrain.registry import DATASETS, TASKS
+from cvtrain.tasks.contrastive import clip_loss
+from cvtrain.tasks.figures import save_image_grid
+from cvtrain.tasks.joint_embedding import JointEmbeddingTask
+
+
+@TASKS.register("clip")
+class ClipTask(JointEmbeddingTask):
+    name = "clip"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self._labelled: dict[str, tuple[torch.Tensor, torch.Tensor, list[str]] | None] = {}
+
+    def contrastive_loss(self, image: torch.Tensor, text: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+        (scale,) = rest
+        return clip_loss(image, text, scale)
+
+    def after_optimizer_step(self, name: str) -> None:
+        unwrap(self.models["model"]).clamp_scale()
+
+    # --- classes: the data set's classification view ---------------------------
+    def labelled(self, split: str) -> tuple[torch.Tensor, torch.Tensor, list[str]] | None:
+        """(uint8 RGB images, labels, class names) of the data set's classification view of
+        `split`, or None when it has none (COCO captions)."""
+        if split not in self._labelled:
+            name = self.cfg.dataset.name
+            view = None
+            if name in DATASETS.names(("classification",)):
+                data = DATASETS.get(name, families=("classification",))(self.cfg.dataset, split)
+                samples = [data[i] for i in range(len(data))] if not hasattr(data, "fields") else None
+                images = data.fields["image"] if samples is None else torch.stack([s["image"] for s in samples])
+                labels = data.fields["label"] if samples is None else torch.stack([s["label"] for s in samples])
+                view = (images.expand(-1, 3, -1, -1), labels, list(data.class_names))
+            self._labelled[split] = view
+        return self._labelled[split]
+
+    def class_embeddings(self, names: list[str]) -> torch.Tensor:
+        """(C, D): each class's prompt embeddings (task.templates) averaged, renormalised."""
+        templates = list(self.cfg.task.templates)
+        prompts = [t.format(n) for n in names for t in templates]
+        embedded = self.embed_sentences(prompts).view(len(names), len(templates), -1)
+        return F.normalize(embedded.mean(dim=1), dim=-1)
+
+    # --- evaluation -----------------------------------------------------------
+    def finish_eval(self) -> dict[str, float]:
+        scores = super().finish_eval()
+        view = self.labelled(self._eval_split) if self.cfg.task.zero_shot or self.cfg.task.linear_probe else None
+        if view is None:
+            return scores
+        images, labels, names = view
+        features = self.embed_all(images.to(self.device)).cpu()
+        if self.cfg.task.zero_shot:
+            predicted = (features @ self.class_embeddings(names).cpu().T).argmax(dim=1)
+            scores["zero_shot_acc"] = float((predicted == labels).double().mean())
+        if self.cfg.task.linear_probe:
+            scores["linear_probe_acc"] = self.linear_probe(features, labels, len(names))
+        return scores
+
+    def linear_probe(self, features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
+        """Probe accuracy on these features, fitted on the first task.probe_samples of train."""
+        train_images, train_labels, _ = self.labelled("train")
+        n = min(self.cfg.task.probe_samples, len(train_images))
+        train_features = self.embed_all(train_images[:n].to(self.device)).cpu()
+        return linear_probe_accuracy(train_features, train_labels[:n], features, labels, num_classes,
+                                     self.cfg.task.probe_weight_decay)
+
+    # --- prediction -----------------------------------------------------------
+    def label_names(self) -> list[str]:
+        labels = self.cfg.labels
+        if labels:  # a list (labels=[a,b]) or one comma-separated string (labels='"a,b"')
+            parts = labels.split(",") if isinstance(labels, str) else [str(n) for n in labels]
+            names = [n.strip() for n in parts if n.strip()]
+        else:
+            view = self.labelled("train")
+            names = view[2] if view else []
+        if not names:
+            raise UserError("mode=predict: pass labels=[circle,square,triangle] (class names to rank), "
+                            "or query='a sentence' to retrieve images.")
+        return names
+
+    def predict_images(self, paths: list[Path], out_dir: Path) -> list[dict[str, Any]]:
+        """Each image's labels ranked by CLIP's softmax over scale x cosine similarity."""
+        names = self.label_names()
+        images = self.load_images(paths)
+        scale = float(self.encoder.logit_scale.exp())
+        probs = (scale * self.embed_all(images) @ self.class_embeddings(names).T).softmax(dim=1)
+        records, shown = [], []
+        for path, image, p in zip(paths, images, probs.tolist()):
+            ranked = dict(sorted(zip(names, p), key=lambda item: -item[1]))
+            best = next(iter(ranked))
+            records.append({"input": str(path), "prediction": best, "score": ranked[best], "top": ranked})
+            shown.append((image.cpu(), f"{best} {ranked[best]:.2f}"))
+        if self.cfg.logger.images:
+            save_image_grid(shown[: self.cfg.logger.max_images], out_dir / "predictions.png")
+        return records
