@@ -199,3 +199,24 @@ def test_vse_learns_retrieval_far_above_chance(tmp_path):
                     "model.width=16", f"hydra.run.dir={run}"])
     record = read_jsonl(run / "metrics.jsonl")[-1]
     assert record["t2i_r5"] > 0.25, record
+
+
+def test_a_resnet18_image_encoder_loads_local_weights_and_refuses_unknown_encoders(tmp_path):
+    import torchvision
+    from omegaconf import OmegaConf
+
+    from cvtrain.models.vse import vse
+
+    torch.manual_seed(1)
+    reference = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "resnet18.pth"
+    torch.save(reference.state_dict(), path)
+    cfg = OmegaConf.create({"image_encoder": "resnet18", "width": 16, "backbone_weights": str(path),
+                            "freeze_backbone": False, "word_dim": 8, "hidden_dim": 8, "embed_dim": 8})
+    model = vse(cfg, vocab_size=20, image_size=32)
+    torch.testing.assert_close(model.image_encoder.backbone.conv1.weight, reference.conv1.weight)
+    image, text = model(torch.randn(2, 3, 32, 32), torch.tensor([[1, 5, 2, 0], [1, 6, 7, 2]]))
+    assert image.shape == text.shape == (2, 8)
+    torch.testing.assert_close(image.norm(dim=1), torch.ones(2))
+    with pytest.raises(UserError, match="model.image_encoder: unknown 'vit'"):
+        vse(OmegaConf.merge(cfg, {"image_encoder": "vit"}), vocab_size=20, image_size=32)
