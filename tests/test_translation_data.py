@@ -75,3 +75,37 @@ def test_cyclegan_domains_are_unpaired_seeded_and_as_long_as_the_larger(tmp_path
     (root / "testB" / "0.png").unlink()
     with pytest.raises(UserError, match="testB' holds no image files"):
         UnalignedDomains(str(root), "test", 4)
+
+
+def _shapes_cfg(n=8):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({"image_size": 32, "min_objects": 1, "max_objects": 4, "seed": 0, "cache_dir": None,
+                             "num_train": n, "num_val": n, "num_test": n})
+
+
+def test_shapesworld_pairs_are_label_maps_or_edges_against_the_image():
+    from cvtrain.data.shapesworld import ShapesWorldSpec, load_split
+    from cvtrain.data.translation import shapes_pairs
+    from cvtrain.tasks.palette import palette
+
+    data = load_split("val", 8, ShapesWorldSpec(image_size=32))
+    labels = shapes_pairs(_shapes_cfg(), "val", "labels")
+    assert torch.equal(labels.fields["b"][0], torch.from_numpy(data.images[0]).permute(2, 0, 1))
+    assert torch.equal(labels.fields["a"][0], torch.from_numpy(palette()[data.semantic[0]]).permute(2, 0, 1))
+    edges = shapes_pairs(_shapes_cfg(), "val", "edges", direction="BtoA")
+    assert torch.equal(edges.fields["b"][0, 1], torch.from_numpy(data.edges[0]))
+    assert torch.equal(edges.fields["a"], labels.fields["b"]), "BtoA: the image is the input"
+    with pytest.raises(UserError, match="pairs: 'depth' is not one of labels, edges"):
+        shapes_pairs(_shapes_cfg(), "val", "depth")
+
+
+def test_shapesworld_domains_are_flat_and_striped_renderings_of_different_scenes():
+    from cvtrain.data.shapesworld import ShapesWorldSpec, load_split
+    from cvtrain.data.translation import shapes_domains
+
+    data = load_split("val", 8, ShapesWorldSpec(image_size=32))
+    domains = shapes_domains(_shapes_cfg(), "val")
+    assert len(domains) == 4
+    assert torch.equal(domains.fields["a"][1], torch.from_numpy(data.images[2]).permute(2, 0, 1))
+    assert torch.equal(domains.fields["b"][1], torch.from_numpy(data.striped[3]).permute(2, 0, 1))

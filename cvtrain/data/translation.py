@@ -107,3 +107,42 @@ class UnalignedDomains(Dataset):
         a = self.a[index % len(self.a)]
         b = self.b[self.b_order[index % len(self.b)]]
         return {"a": _resized(_open(a), self.size), "b": _resized(_open(b), self.size)}
+
+
+# --- ShapesWorld ----------------------------------------------------------------------
+
+SHAPES_PAIRS = ("labels", "edges")
+
+
+def shapes_pairs(cfg, split: str, pairs: str = "labels", direction: str = "AtoB"):
+    """Paired ShapesWorld: A = the semantic label map in the segmentation palette
+    (`labels`) or the instance edges (`edges`, white on black), B = the rendered image."""
+    import numpy as np
+
+    from cvtrain.data.memory import InMemoryDataset
+    from cvtrain.data.shapes import load
+    from cvtrain.tasks.palette import palette
+
+    if pairs not in SHAPES_PAIRS:
+        raise UserError(f"pairs: '{pairs}' is not one of {', '.join(SHAPES_PAIRS)}; pick labels or edges.")
+    if direction not in DIRECTIONS:
+        raise UserError(f"direction: '{direction}' is not one of {', '.join(DIRECTIONS)}; pick direction=AtoB or BtoA.")
+    data = load(cfg, split)
+    source = palette()[data.semantic] if pairs == "labels" else np.repeat(data.edges[..., None], 3, axis=-1)
+    a = torch.from_numpy(np.ascontiguousarray(source)).permute(0, 3, 1, 2).contiguous()
+    b = torch.from_numpy(data.images).permute(0, 3, 1, 2).contiguous()
+    fields = {"a": b, "b": a} if direction == "BtoA" else {"a": a, "b": b}
+    return InMemoryDataset({**fields, "mask": torch.from_numpy(np.ascontiguousarray(data.semantic))}, in_channels=3)
+
+
+def shapes_domains(cfg, split: str):
+    """Unpaired ShapesWorld: A = flat-coloured renderings of the even scenes, B = striped
+    renderings of the odd ones (different scenes, so no pair exists)."""
+    from cvtrain.data.memory import InMemoryDataset
+    from cvtrain.data.shapes import load
+
+    data = load(cfg, split)
+    n = len(data) // 2
+    a = torch.from_numpy(data.images[0 : 2 * n : 2]).permute(0, 3, 1, 2).contiguous()
+    b = torch.from_numpy(data.striped[1 : 2 * n : 2]).permute(0, 3, 1, 2).contiguous()
+    return InMemoryDataset({"a": a, "b": b}, in_channels=3)
