@@ -133,7 +133,7 @@ def test_unknown_task_help_is_one_line_and_exit_2(tmp_path):
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("cvtrain: error: unknown task 'nope'."), result.stderr
-    assert "Valid: captioning, classification, clip, detection" in lines[0]
+    assert "Valid: captioning, classification, clip, colorization, detection" in lines[0]
 
 
 def test_plain_help_still_lists_every_group_without_torch():

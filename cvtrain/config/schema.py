@@ -95,6 +95,15 @@ class GANTaskConfig(TaskConfig):
 
 
 @dataclass
+class ColorizationTaskConfig(TaskConfig):
+    """Colorization, L -> ab (cvtrain/tasks/colorization.py); the objective is the loss group's."""
+
+    schema: str = "colorization"
+    augment: bool = True  # random horizontal flips, on the device
+    temperature: float = 0.38  # loss=ab_classes: the annealed mean's T (Zhang et al. 2016)
+
+
+@dataclass
 class Word2VecTaskConfig(TaskConfig):
     """Word vectors (cvtrain/tasks/word2vec.py); the rest of word2vec's settings: alpha is
     optimizer.lr, min_alpha is optimizer.lr * scheduler.min_lr_ratio (linear decay), and
@@ -264,6 +273,20 @@ class GANModelConfig(ModelConfig):
     num_classes: int = 0  # > 0: class-conditional (the data set's class count wins when it has one)
     d_norm: str = "batch"  # dcgan's discriminator: batch | layer (for loss=wgan_gp, as its paper) | spectral | none
     d_classifier: bool = False  # conditional dcgan: D also classifies its input (AC-GAN; loss.class_weight)
+
+
+@dataclass
+class ImageToImageModelConfig(ModelConfig):
+    """pix2pix's U-Net generator and PatchGAN discriminator (cvtrain/models/image_to_image.py)."""
+
+    name: str = MISSING  # colorizer
+    family: str = "colorizer"
+    width: int = 32  # the generator's first channels (pix2pix's ngf, 64 in the paper), doubling to 8x
+    depth: int = 5  # the U-Net's stride-2 stages: image sides must be multiples of 2**depth
+    d_width: int = 32  # the discriminator's first channels (ndf)
+    d_layers: int = 3  # PatchGAN stride layers: 3 gives 70x70 patches
+    norm: str = "batch"  # batch | instance | none
+    dropout: float = 0.0  # in the decoder's three stages below the innermost (pix2pix: 0.5)
 
 
 @dataclass
@@ -494,6 +517,9 @@ class LossConfig:
     max_violation: bool = True  # retrieval, vse_hinge: hardest negative only (VSE++); false: sum over all (VSE0)
     warmup_epochs: int = 1  # retrieval, vse_hinge: epochs summing over all negatives before the hardest alone
     temperature: float = 0.05  # retrieval, infonce: similarities are divided by it
+    l1_weight: float = 100.0  # colorization, cgan: loss_G = GAN + l1_weight x L1 (pix2pix's lambda)
+    bin_size: float = 10.0  # colorization, ab_classes: side of the ab bins
+    rebalance: float = 0.5  # colorization, ab_classes: lambda mixing the smoothed prior with uniform
 
 
 @dataclass
@@ -613,6 +639,7 @@ MODEL_SCHEMAS = {
     "instance_segmenter": InstanceSegmenterModelConfig,
     "gan": GANModelConfig,
     "word_vectors": WordVectorModelConfig,
+    "colorizer": ImageToImageModelConfig,
     "vse": VSEModelConfig,
     "clip": ClipModelConfig,
     "vqa": VQAModelConfig,
@@ -625,6 +652,7 @@ TASK_SCHEMAS = {
     "detection": DetectionTaskConfig,
     "sequence": SequenceTaskConfig,
     "gan": GANTaskConfig,
+    "colorization": ColorizationTaskConfig,
     "word2vec": Word2VecTaskConfig,
     "retrieval": RetrievalTaskConfig,
     "clip": ClipTaskConfig,

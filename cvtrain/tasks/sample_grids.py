@@ -29,12 +29,13 @@ def _pil(image: torch.Tensor):
     return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
 
 
-def save_grid(images: torch.Tensor, path: Path, cols: int = 8) -> Path:
-    """The images as one PNG grid, written atomically (a viewer never sees half a file)."""
+def save_grid(images: torch.Tensor, path: Path, cols: int = 8, pad: int = 2) -> Path:
+    """The images as one PNG grid, written atomically (a viewer never sees half a file);
+    one image with pad=0 is that image's PNG."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    _pil(tile(images, cols)).save(partial, format="PNG")
+    _pil(tile(images, cols, pad)).save(partial, format="PNG")
     os.replace(partial, path)
     return path
 
