@@ -11,6 +11,9 @@
                             [--binary | --text] [--case-sensitive]
     cvtrain-score similarity --vectors FILE --pairs FILE [--restrict N] [--json]
                              [--binary | --text] [--case-sensitive] [--delimiter TAB]
+    cvtrain-score vqa --questions Q.json --annotations A.json --results R.json [--json]
+                      [--per-question-type] [--digits 2]
+    cvtrain-score situation --gt dev.json --results R.json [--json]
 
 One subcommand per task, each importing its scorers only when it runs, so `--help` and
 argument errors answer at once. A mistake the user can fix (a missing file, bad JSON,
@@ -72,7 +75,84 @@ def build_parser() -> argparse.ArgumentParser:
     add_detection_parser(tasks)
     add_fid_parser(tasks)
     add_word_vector_parsers(tasks)
+    add_vqa_parser(tasks)
+    add_situation_parser(tasks)
     return parser
+
+
+def add_vqa_parser(tasks) -> None:
+    vqa = tasks.add_parser(
+        "vqa",
+        help="VQA accuracy, overall and per answer type, as the official VQA evaluation (vqaEval.py)",
+        description="Score VQA results (a JSON list of {question_id, answer}) against VQA questions and "
+        "annotations as GT-Vision-Lab's vqaEval.py does: the answer normalisation (punctuation, number words, "
+        "articles, contractions) and min(1, matches/3) averaged over the ten leave-one-annotator-out subsets. "
+        "Prints percentages rounded to --digits, exactly VQAEval(n=digits).accuracy; the results must answer "
+        "every annotated question.",
+    )
+    vqa.add_argument("--questions", required=True, metavar="Q.json", help="VQA questions json")
+    vqa.add_argument("--annotations", required=True, metavar="A.json", help="VQA annotations json")
+    vqa.add_argument("--results", required=True, metavar="R.json", help="[{question_id, answer}, ...]")
+    vqa.add_argument("--json", action="store_true",
+                     help="print one JSON object: overall and one key per answer type")
+    vqa.add_argument("--per-question-type", action="store_true", help="also report each question type")
+    vqa.add_argument("--digits", type=int, default=2, help="decimals of the percentages (the official n, 2)")
+    vqa.set_defaults(command=score_vqa_command)
+
+
+def add_situation_parser(tasks) -> None:
+    situation = tasks.add_parser(
+        "situation",
+        help="imSitu verb, value and value-all at top-1, top-5 and with the ground-truth verb",
+        description="Score situation results against an imSitu json (dev.json, test.json) as the official "
+        "imSitu evaluation (imSituTensorEvaluation) does: per-verb averages of verb, value and value-all at "
+        "top-1 and top-5 predicted verbs and with the ground-truth verb (value*, value-all*), and their mean. "
+        "Results map each image to its ranked verbs, best first, each with a frame "
+        "[{\"verb\": V, \"frame\": {ROLE: NOUN}}, ...]: at least the top 5, plus the frame the model gives "
+        "the ground-truth verb when it is not among them (an image without it matches no role).",
+    )
+    situation.add_argument("--gt", required=True, metavar="G.json", help="imSitu json: {image: {verb, frames}}")
+    situation.add_argument("--results", required=True, metavar="R.json",
+                           help="{image: [{verb, frame: {role: noun}}, ...]}, best verb first")
+    situation.add_argument("--json", action="store_true", help="print the scores (fractions) as one JSON object")
+    situation.set_defaults(command=score_situation_command)
+
+
+def score_vqa_command(args: argparse.Namespace) -> None:
+    from cvtrain.metrics.vqa import load_vqa_files, score_vqa
+
+    questions, predictions = load_vqa_files(args.questions, args.annotations, args.results)
+    official = score_vqa(questions, predictions).official(args.digits)
+    flat = {"overall": official["overall"], **official["perAnswerType"]}
+    if args.per_question_type:
+        flat["per_question_type"] = official["perQuestionType"]
+    if args.json:
+        print(json.dumps(flat))
+        return
+    print(f"{'questions':16s} {len(questions)}")
+    print(f"{'overall':16s} {official['overall']}")
+    for kind, value in official["perAnswerType"].items():
+        print(f"{'  ' + kind:16s} {value}")
+    if args.per_question_type:
+        print("per question type:")
+        for kind, value in official["perQuestionType"].items():
+            print(f"  {kind:30s} {value}")
+
+
+def score_situation_command(args: argparse.Namespace) -> None:
+    from cvtrain.metrics.situation import LABELS, load_situation_files, score_situations
+
+    gt, results, without = load_situation_files(args.gt, args.results)
+    if without:
+        print(f"note: {without} of {len(gt)} images have no frame for their ground-truth verb; value* and "
+              "value-all* count them as wrong", file=sys.stderr)
+    scores = score_situations(gt, results)
+    if args.json:
+        print(json.dumps(scores))
+        return
+    print(f"{'images':28s} {len(gt)}")
+    for key, value in scores.items():
+        print(f"{LABELS[key]:28s} {value:.6f}")
 
 
 def add_detection_parser(tasks) -> None:

@@ -23,6 +23,8 @@ TINY = ["dataset.num_train=32", "dataset.num_val=16", "dataset.num_test=16", "da
 CHEAP = {"captioning": ["task.metrics=[bleu,rouge_l,cider]", "decode.beam_size=1"]}
 # What mode=predict reads besides images: a prompt to continue, words to find neighbours of.
 PROMPTS = {"language_modeling": "prompt=a small", "word2vec": "prompt=circle"}
+# What mode=predict reads besides its source: the question VQA answers about each image.
+PREDICT_EXTRA = {"vqa": ["question=how many shapes are there ?"]}
 PAIRS = [(task, model) for task in options("task") for model in accepted(task, "model")]
 
 
@@ -67,7 +69,7 @@ def test_train_resume_eval_predict(task, model, tmp_path, photos, capsys):
 
     source = PROMPTS.get(task, f"input={photos}")
     capsys.readouterr()
-    cli_in_process([*args, "mode=predict", f"ckpt={ckpt}", source, f"hydra.run.dir={tmp_path / 'predict'}"])
+    cli_in_process([*args, "mode=predict", f"ckpt={ckpt}", source, *PREDICT_EXTRA.get(task, []), f"hydra.run.dir={tmp_path / 'predict'}"])
     records = read_jsonl(tmp_path / "predict" / "predictions.jsonl")
     assert records and all({"input", "prediction"} <= set(r) for r in records)
     assert records[0]["input"].split("/")[-1] in capsys.readouterr().out

@@ -22,7 +22,7 @@ from cvtrain.data.shapesworld.spec import SHAPES, class_id
 # sha1 of generate_sample(ShapesWorldSpec(), "train", 0)["image"].tobytes(). If a change
 # to the generator alters it on purpose, bump GENERATOR_VERSION and update both.
 FIRST_IMAGE_SHA1 = "06e34189595255711a24b94706c72424b50709e4"
-FIRST_IMAGE_VERSION = 2  # version 2 changed captions only: the image is the same
+FIRST_IMAGE_VERSION = 3  # versions 2 and 3 changed captions and situations only: the image is the same
 
 ARRAYS = ("images", "labels", "semantic", "striped", "edges", "boxes", "classes", "masks", "instance_offsets")
 TEXTS = ("captions", "questions", "situations", "objects")
@@ -100,7 +100,7 @@ def test_shapes_and_dtypes(data):
     assert data.masks.shape == (m, 64, 64) and data.masks.dtype == bool
     assert set(np.diff(data.instance_offsets)) == {1, 2, 3, 4}
     assert set(data.labels.tolist()) == set(range(len(SHAPES)))
-    assert {s["roles"]["place"] for s in data.situations} == set(sw.spec.BACKGROUNDS)
+    assert {s["frames"][0]["place"] for s in data.situations} == set(sw.spec.BACKGROUNDS)
 
 
 def test_boxes_are_tight_boxes_of_masks(data):
@@ -216,16 +216,33 @@ def test_questions_have_ten_answers_with_true_majority(data):
     assert 0 < disagreements < 0.5 * sum(seen.values())
 
 
-def test_situation_follows_relation(data):
-    verbs = {"above": "hovering", "below": "supporting", "left of": "leading", "right of": "following"}
-    for frame, objects in zip(data.situations, data.objects):
-        assert frame["roles"]["agent"] == objects[0]["shape"]
-        if len(objects) == 1:
-            assert frame == {"verb": "resting", "roles": frame["roles"]} and frame["roles"]["object"] == "none"
-            continue
-        main, second = (Obj(**o) for o in objects[:2])
-        assert frame["verb"] == verbs[relation(main, second)]
-        assert frame["roles"]["object"] == objects[1]["shape"]
+def test_situation_frames_follow_the_scene(data):
+    """The agent is the main shape, the patient the nearest other one, the tool the next;
+    the verb is where the agent is relative to the patient; three frames, the first exact,
+    the others differing only by look-alike nouns."""
+    from cvtrain.data.shapesworld.situations import PLACE_SYNONYMS, SHAPE_LOOKALIKES, VERB_ROLES
+
+    verbs = {"above": "hovering", "below": "lifting", "left of": "pushing", "right of": "pulling"}
+    seen, varied = Counter(), 0
+    for situation, objects in zip(data.situations, data.objects):
+        verb, frames = situation["verb"], situation["frames"]
+        seen[verb] += 1
+        assert len(frames) == 3 and all(tuple(f) == VERB_ROLES[verb] for f in frames)
+        main, *others = (Obj(**o) for o in objects)
+        others.sort(key=lambda o: (o.centre[0] - main.centre[0]) ** 2 + (o.centre[1] - main.centre[1]) ** 2)
+        exact = frames[0]
+        assert exact["agent"] == main.shape
+        if not others:
+            assert verb == "resting"
+        else:
+            assert verb == verbs[relation(main, others[0])] and exact["patient"] == others[0].shape
+            assert exact["tool"] == (others[1].shape if len(others) > 1 else "")
+        for frame in frames[1:]:
+            for role, noun in frame.items():
+                if noun != exact[role]:
+                    varied += 1
+                    assert noun in (PLACE_SYNONYMS if role == "place" else SHAPE_LOOKALIKES)[exact[role]]
+    assert set(seen) == set(VERB_ROLES) and varied > 0
 
 
 # pycocotools' decode trips a numpy 2 DeprecationWarning of its own; not ours to fix.

@@ -156,6 +156,25 @@ class DiffusionTaskConfig(TaskConfig):
 
 
 @dataclass
+class VQATaskConfig(TaskConfig):
+    """Visual question answering (cvtrain/tasks/vqa.py)."""
+
+    schema: str = "vqa"
+    num_answers: int = 1000  # K: the most frequent (normalised) training answers become the classes
+    max_question_len: int = 16  # question tokens kept
+    loss: str = "softmax"  # softmax: cross-entropy against the normalised soft scores | bce: per-class sigmoid
+
+
+@dataclass
+class SituationTaskConfig(TaskConfig):
+    """Situation recognition, imSitu-style (cvtrain/tasks/situation.py)."""
+
+    schema: str = "situation"
+    noun_weight: float = 1.0  # loss = verb cross-entropy + noun_weight x mean role-noun cross-entropy
+    top_verbs: int = 5  # verbs, each with its frame, kept per image (the top-5 scores need 5)
+
+
+@dataclass
 class ModelConfig:
     """What every model family's schema has."""
 
@@ -335,6 +354,42 @@ class ClipModelConfig(ModelConfig):
 
 
 @dataclass
+class VQAModelConfig(ModelConfig):
+    """A CNN + LSTM question answerer (cvtrain/models/vqa.py)."""
+
+    name: str = MISSING  # vqa_baseline | san
+    family: str = "vqa"
+    encoder: str = "cnn"  # the image encoder, a classifier model name
+    encoder_weights: Optional[str] = None  # local weights file for the encoder; never downloaded
+    freeze_encoder: bool = False
+    encoder_width: int = 16  # base channels of the small CNN encoder
+    encoder_grid: int = 4  # keep a grid x grid map of image features (where things are; SAN attends over it)
+    embed_dim: int = 64  # word embedding size
+    hidden_dim: int = 128  # LSTM state size
+    num_layers: int = 1
+    fused_dim: int = 256  # the common size of image and question features
+    classifier_dim: int = 256  # vqa_baseline: hidden layer of the answer MLP
+    attention_dim: int = 256  # san: size of the attention layers
+    attention_layers: int = 2  # san: rounds of attention (the paper's 2)
+    dropout: float = 0.0
+
+
+@dataclass
+class SituationModelConfig(ModelConfig):
+    """A CNN with a verb classifier and a verb- and role-conditioned noun classifier."""
+
+    name: str = MISSING  # situation_baseline
+    family: str = "situation"
+    encoder: str = "cnn"  # the image encoder, a classifier model name
+    encoder_weights: Optional[str] = None  # local weights file for the encoder; never downloaded
+    freeze_encoder: bool = False
+    encoder_width: int = 16
+    encoder_grid: int = 4  # keep a grid x grid map of features: which shape is nearest needs where
+    hidden_dim: int = 512  # the noun classifier's hidden layers (and the verb and role embeddings)
+    dropout: float = 0.0
+
+
+@dataclass
 class DecodeConfig:
     """How sequences are generated at evaluation and prediction time."""
 
@@ -439,6 +494,31 @@ class CocoDatasetConfig(VocDatasetConfig):
     schema: str = "coco"
     annotations: Optional[str] = None  # "{root}" and "{split}" are filled in
     image_dir: Optional[str] = None  # image folder ("{root}" and "{split}" are filled in)
+
+
+@dataclass
+class VQADatasetConfig(DatasetConfig):
+    """The VQA v2 json layout: questions and annotations per split, COCO images."""
+
+    schema: str = "vqa"
+    questions: str = "{root}/v2_OpenEnded_mscoco_{split}_questions.json"  # "{root}" and "{split}" filled in
+    annotations: str = "{root}/v2_mscoco_{split}_annotations.json"
+    image_dir: str = "{root}/{split}"
+    image_pattern: str = "COCO_{data_subtype}_{image_id:012d}.jpg"  # data_subtype: the questions json's
+    splits: dict[str, str] = field(default_factory=lambda: {"train": "train2014", "val": "val2014", "test": "val2014"})
+    verify: bool = False
+
+
+@dataclass
+class ImSituDatasetConfig(DatasetConfig):
+    """The imSitu layout: train/dev/test json, imsitu_space.json and the image folder."""
+
+    schema: str = "imsitu"
+    annotations: str = "{root}/{split}.json"  # "{root}" and "{split}" filled in
+    space: str = "{root}/imsitu_space.json"  # verbs with their roles, nouns
+    image_dir: str = "{root}/resized_256"
+    splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "val": "dev", "test": "test"})
+    verify: bool = False
 
 
 @dataclass
@@ -556,6 +636,7 @@ class CvtrainConfig:
     split: str = "test"  # the split mode=eval scores
     prompt: Optional[str] = None  # language modeling: text to continue in mode=predict
     query: Optional[str] = None  # retrieval / clip, mode=predict: a sentence whose best images are returned
+    question: Optional[str] = None  # vqa, mode=predict: the question asked about every input image
     labels: Any = None  # clip, mode=predict: class names to rank per input image, labels=[circle,square] or labels='"circle,square"'
     num_samples: int = 64  # generative tasks, mode=predict: images to write
     # and `class` (see root_schema): mode=predict, a conditional generator's class
@@ -575,6 +656,8 @@ MODEL_SCHEMAS = {
     "word_vectors": WordVectorModelConfig,
     "vse": VSEModelConfig,
     "clip": ClipModelConfig,
+    "vqa": VQAModelConfig,
+    "situation": SituationModelConfig,
 }
 TASK_SCHEMAS = {
     "base": TaskConfig,
@@ -587,6 +670,8 @@ TASK_SCHEMAS = {
     "word2vec": Word2VecTaskConfig,
     "retrieval": RetrievalTaskConfig,
     "clip": ClipTaskConfig,
+    "vqa": VQATaskConfig,
+    "situation": SituationTaskConfig,
 }
 DATASET_SCHEMAS = {
     "base": DatasetConfig,
@@ -597,6 +682,8 @@ DATASET_SCHEMAS = {
     "captions": CaptionsDatasetConfig,
     "voc": VocDatasetConfig,
     "coco": CocoDatasetConfig,
+    "vqa": VQADatasetConfig,
+    "imsitu": ImSituDatasetConfig,
 }
 # The schemas of the shipped files, for configs saved before sections named their schema.
 _SAVED_BEFORE_SCHEMA_KEY = {

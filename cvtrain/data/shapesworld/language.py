@@ -1,4 +1,4 @@
-"""Text about a scene: captions, VQA questions with ten answers, a situation frame.
+"""Text about a scene: captions and VQA questions with ten answers (situations: situations.py).
 
 Every sentence is built from the scene's own objects, so it is true by construction;
 the grammar varies word order, synonyms, counts and optional attributes so that five
@@ -40,14 +40,6 @@ INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "belo
 BACKGROUND_WORDS: dict[str, tuple[str, ...]] = {
     "gradient": ("gradient", "shaded"),
     "noise": ("noisy", "grainy"),
-}
-# imSitu-style verb for "main object <relation> second object".
-VERBS: dict[str | None, str] = {
-    "above": "hovering",
-    "below": "supporting",
-    "left of": "leading",
-    "right of": "following",
-    None: "resting",
 }
 # Plausible wrong answers, to mimic VQA annotators' disagreement.
 COLOUR_CONFUSIONS: dict[str, tuple[str, ...]] = {
@@ -311,13 +303,4 @@ def questions(scene: Scene, rng: np.random.Generator) -> list[dict]:
         out.append({"question": text, "answer": answer, "answers": _answers(answer, alternatives, rng),
                     "type": kind})
     return out
-
-
-def situation(scene: Scene) -> dict:
-    """imSitu-style frame: the verb names the main-second relation, roles are nouns."""
-    second = scene.objects[1].shape if len(scene.objects) > 1 else "none"
-    return {
-        "verb": VERBS[scene.relation],
-        "roles": {"agent": scene.main.shape, "object": second, "place": scene.background},
-    }
 

@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 
 # Bump whenever the output for a given spec changes (pixels, annotations or text).
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3  # 3: situations with agent, patient, tool and place, three frames each
 
 # Class index = position; semantic / COCO category id = position + 1 (0 = background).
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "hexagon", "diamond")

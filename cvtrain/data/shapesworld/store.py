@@ -24,9 +24,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .language import captions, questions, situation
+from .language import captions, questions
 from .render import render_all
 from .scene import Scene, sample_scene
+from .situations import situation
 from .spec import GENERATOR_VERSION, SHAPES, ShapesWorldSpec, split_id
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class ShapesWorldSplit:
     instance_offsets: np.ndarray  # int64 (N + 1,)
     captions: list[list[str]]  # five per sample
     questions: list[list[dict]]  # {"question", "answer", "answers" (ten), "type"}
-    situations: list[dict]  # {"verb", "roles": {"agent", "object", "place"}}
+    situations: list[dict]  # {"verb", "frames": three {role: noun}} (situations.py)
     objects: list[list[dict]]  # per object: shape, colour, size, centre, radius, angle
 
     class_names = SHAPES
@@ -106,7 +107,7 @@ def generate_sample(spec: ShapesWorldSpec, split: str, index: int) -> dict[str, 
         "masks": drawn.masks,
         "captions": captions(scene, text_rng),
         "questions": questions(scene, text_rng),
-        "situation": situation(scene),
+        "situation": situation(scene, text_rng),  # drawn after the questions: they stay as they were
         "objects": [obj.to_dict() for obj in scene.objects],
     }
 
@@ -179,7 +180,6 @@ def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
 # is about ten times faster than parsing a million small JSON objects.
 _QUESTION_KEYS = ("question", "answer", "type")
 _OBJECT_KEYS = ("shape", "colour", "size")
-_ROLES = ("agent", "object", "place")
 
 
 def _lines(items: list[str]) -> str:
@@ -212,8 +212,8 @@ def _encode_text(data: ShapesWorldSplit) -> dict:
         "questions": {k: _lines([q[k] for q in qs]) for k in _QUESTION_KEYS}
         | {"answers": _lines(["|".join(q["answers"]) for q in qs])},
         "questions_per_sample": [len(sample) for sample in data.questions],
-        "situations": {"verb": _lines([s["verb"] for s in data.situations])}
-        | {role: _lines([s["roles"][role] for s in data.situations]) for role in _ROLES},
+        "situations": {"verb": _lines([s["verb"] for s in data.situations]),
+                       "frames": _lines([json.dumps(s["frames"], separators=(",", ":")) for s in data.situations])},
         "objects": {k: _lines([o[k] for o in objs]) for k in _OBJECT_KEYS}
         | {"geometry": [v for o in objs for v in (*o["centre"], o["radius"], o["angle"])]},
         "objects_per_sample": [len(sample) for sample in data.objects],
@@ -227,10 +227,7 @@ def _decode_text(text: dict) -> dict[str, list]:
         for question, answer, answers, kind in zip(q["question"], q["answer"], q["answers"], q["type"])
     ]
     s = {k: _unlines(v) for k, v in text["situations"].items()}
-    situations = [
-        {"verb": verb, "roles": dict(zip(_ROLES, roles))}
-        for verb, *roles in zip(s["verb"], *(s[role] for role in _ROLES))
-    ]
+    situations = [{"verb": verb, "frames": json.loads(frames)} for verb, frames in zip(s["verb"], s["frames"])]
     o = {k: _unlines(text["objects"][k]) for k in _OBJECT_KEYS}
     g = text["objects"]["geometry"]
     objects = [
