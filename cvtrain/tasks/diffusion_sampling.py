@@ -41,8 +41,10 @@ def downsample(images: torch.Tensor, scale: int) -> torch.Tensor:
 
 
 def upsample(images: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
-    """[-1, 1] images resized to size x size (bilinear: the SR model's input; bicubic: the baseline)."""
-    return F.interpolate(images.float(), size=(size, size), mode=mode, align_corners=False).clamp(-1, 1)
+    """[-1, 1] images resized to size x size (bilinear: the SR model's input; bicubic: the
+    baseline; nearest: the low-res image shown at the output size)."""
+    corners = {} if mode == "nearest" else {"align_corners": False}
+    return F.interpolate(images.float(), size=(size, size), mode=mode, **corners).clamp(-1, 1)
 
 
 class Denoiser:
