@@ -151,6 +151,8 @@ class GaussianDiffusion:
         if steps < 1:
             raise UserError(f"a sampler needs at least 1 step, not {steps}.")
         steps = min(steps, self.timesteps)
+        if steps == 1:  # linspace would give [0]: one step must start from pure noise
+            return [self.timesteps - 1]
         return sorted({int(round(i)) for i in torch.linspace(0, self.timesteps - 1, steps).tolist()}, reverse=True)
 
     @torch.no_grad()

@@ -55,6 +55,7 @@ class DiffusionTask(Task):
         self._datasets: dict[str, Any] = {}
         self._meta: dict[str, Any] = {}
         self.checkpoints: dict[str, dict] = {}  # set by the app in eval / predict: every loaded checkpoint
+        self._resolve_monitor()
 
     # --- data and models ------------------------------------------------------
     @property
@@ -104,14 +105,14 @@ class DiffusionTask(Task):
         """The active network (training: wrapped; evaluation: the EMA copy) as a sampler."""
         return Denoiser(self.active["model"], self.process, self.num_classes, self.scale, float(self.cfg.model.noise_aug))
 
-    def monitor(self) -> tuple[str, str]:
-        """task.monitor=auto: fid (min) for a base model, psnr (max) for sr_ddpm."""
-        name, mode = self.cfg.task.monitor, self.cfg.task.monitor_mode
-        if name == "auto":
-            name = "psnr" if self.super_resolution else "fid"
-        if mode == "auto":
-            mode = "max" if name.startswith(("psnr", "ssim", "class_acc")) else "min"
-        return name, mode
+    def _resolve_monitor(self) -> None:
+        """task.monitor=auto: fid (min) for a base model, psnr (max) for sr_ddpm. Written
+        into the config itself, so the run's config.yaml and checkpoints name the metric."""
+        t = self.cfg.task
+        if t.monitor == "auto":
+            t.monitor = "psnr" if self.super_resolution else "fid"
+        if t.monitor_mode == "auto":
+            t.monitor_mode = "max" if str(t.monitor).startswith(("psnr", "ssim", "class_acc")) else "min"
 
     # --- training -------------------------------------------------------------
     def train_step(self, batch, step):
