@@ -31,7 +31,6 @@ from typing import Any
 import torch
 
 from cvtrain.engine.task import Task
-from cvtrain.errors import UserError
 from cvtrain.registry import DATASETS, MODELS, TASKS
 from cvtrain.tasks.diffusion_sampling import Denoiser, downsample, to_signed, to_uint8, upsample
 
