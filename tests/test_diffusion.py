@@ -216,3 +216,21 @@ def test_predict_runs_the_cascade_from_two_checkpoints(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         cli_in_process(["mode=predict", f"ckpt=[{s},{b}]", "num_samples=1", f"hydra.run.dir={tmp_path / 'bad'}"])
     assert stop.value.code == 2 and "ckpt=[BASE,SR]" in capsys.readouterr().err
+
+
+def test_psnr_and_ssim_are_the_reference_formulas():
+    """PSNR by its definition; SSIM against scikit-image's Gaussian-window SSIM (Wang et al.'s
+    settings: σ = 1.5, K1 0.01, K2 0.03, population covariances)."""
+    from cvtrain.metrics.image_quality import psnr, ssim
+
+    generator = torch.Generator().manual_seed(0)
+    a = torch.rand((2, 3, 24, 24), generator=generator, dtype=torch.float64)
+    b = (a + 0.1 * torch.randn(a.shape, generator=generator, dtype=torch.float64)).clamp(0, 1)
+    mse = (a - b).pow(2).flatten(1).mean(1)
+    assert torch.allclose(psnr(b, a), 10 * torch.log10(1 / mse))
+    assert psnr(a, a).tolist() == [100.0, 100.0]
+    metrics = pytest.importorskip("skimage.metrics")
+    for i in range(2):
+        expected = metrics.structural_similarity(a[i].numpy(), b[i].numpy(), channel_axis=0, data_range=1.0,
+                                                 gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+        assert ssim(b[i : i + 1], a[i : i + 1]).item() == pytest.approx(expected, abs=1e-6)
