@@ -9,9 +9,15 @@ batch moves, autocast and DDP contexts, `step()` bookkeeping, loss logging and
 progress, and nothing else (no evaluation or checkpoints, which a hand loop would add
 too).
 
-    python scripts/bench_throughput.py [--model cnn] [--rounds 5] [--device auto] [OVERRIDE ...]
+    python scripts/bench_throughput.py [--rounds 5] [OVERRIDE ...]
+    python scripts/bench_throughput.py --task diffusion [--rounds 5] [OVERRIDE ...]
 
 Prints samples/s of each and the ratio cvtrain / plain (1.0 = no overhead).
+
+--task diffusion compares `cvtrain task=diffusion` (the DDPM U-Net of model=ddpm) with
+the DDPM loop written by hand: ᾱ from the linear β schedule, random t, x_t = √ᾱ x_0 +
+√(1-ᾱ) ε, labels dropped with task.p_uncond, MSE to ε, and what the config asks of the
+trainer done by hand too (channels_last, gradient clipping, an EMA of the weights).
 """
 
 from __future__ import annotations
@@ -81,6 +87,40 @@ def plain_epoch(model, optimizer, data, batch_size: int, device, seed: int) -> t
     return steps * batch_size, time.perf_counter() - start
 
 
+def plain_diffusion_epoch(model, optimizer, data, batch_size: int, device, seed: int, cfg, ema) -> tuple[int, float]:
+    """DDPM's training loop as one writes it from Ho et al.'s Algorithm 1, on the same tensors."""
+    tcfg = cfg.trainer
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64) * (1000 / cfg.model.timesteps)
+    alpha_bar = torch.cumprod(1 - betas, 0)[: cfg.model.timesteps].float().to(device)
+    images, labels = data.fields["image"], torch.as_tensor(data.fields["label"])
+    null, fmt = len(data.class_names), torch.channels_last if tcfg.channels_last else torch.contiguous_format
+    params = list(model.parameters())
+    ema_params = list(ema.parameters()) if ema is not None else []
+    model.train()
+    start = time.perf_counter()
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    steps = len(labels) // batch_size
+    for b in range(steps):
+        idx = order[b * batch_size : (b + 1) * batch_size]
+        x0 = (images[idx].to(device).float() / 127.5 - 1).contiguous(memory_format=fmt)
+        y = labels[idx].to(device)
+        y = torch.where(torch.rand(len(y), device=device) < cfg.task.p_uncond, torch.full_like(y, null), y)
+        t = torch.randint(0, len(alpha_bar), (len(x0),), device=device)
+        ab = alpha_bar[t].view(-1, 1, 1, 1)
+        noise = torch.randn_like(x0)
+        loss = torch.nn.functional.mse_loss(model(ab.sqrt() * x0 + (1 - ab).sqrt() * noise, t, y), noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if tcfg.clip_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, tcfg.clip_grad_norm)
+        optimizer.step()
+        if ema_params:
+            with torch.no_grad():
+                torch._foreach_lerp_(ema_params, params, 1 - tcfg.ema_decay)
+    _sync(device)
+    return steps * batch_size, time.perf_counter() - start
+
+
 def _sync(device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -89,6 +129,7 @@ def _sync(device) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--task", choices=["classification", "diffusion"], default="classification")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. model=resnet18 trainer.device=cuda")
     args = parser.parse_args()
     import tempfile
@@ -97,7 +138,7 @@ def main() -> None:
     from cvtrain.engine.records import setup_logging
 
     # epochs only sizes the LR schedule here: the rounds below decide how long each side runs.
-    overrides = ["task=classification", "trainer.progress=none", "logger.images=false", "trainer.epochs=1000",
+    overrides = [f"task={args.task}", "trainer.progress=none", "logger.images=false", "trainer.epochs=1000",
                  *args.overrides]
     cfg = compose(overrides)
     setup_logging(None, is_main=False)
@@ -108,13 +149,24 @@ def main() -> None:
         plain_model = trainer.task.build_models()["model"].to(trainer.device)
         plain_opt = build_optimizer(plain_model.parameters(), cfg.optimizer)
         batch = cfg.dataset.batch_size
+        if args.task == "diffusion":
+            import copy
+
+            if cfg.trainer.channels_last:
+                plain_model = plain_model.to(memory_format=torch.channels_last)
+            ema = copy.deepcopy(plain_model) if cfg.trainer.ema_decay > 0 else None
+
+            def loop(model, optimizer, data, batch_size, device, seed):
+                return plain_diffusion_epoch(model, optimizer, data, batch_size, device, seed, cfg, ema)
+        else:
+            loop = plain_epoch
         print(f"model={cfg.model.name} device={trainer.device} batch={batch} samples/epoch={len(loader) * batch} "
               f"threads={torch.get_num_threads()}")
-        plain_epoch(plain_model, plain_opt, data, batch, trainer.device, 0)  # warm-up both
+        loop(plain_model, plain_opt, data, batch, trainer.device, 0)  # warm-up both
         cvtrain_epoch(trainer, loader)
         plain_rates, cvtrain_rates = [], []
         for r in range(args.rounds):
-            n, t = plain_epoch(plain_model, plain_opt, data, batch, trainer.device, r + 1)
+            n, t = loop(plain_model, plain_opt, data, batch, trainer.device, r + 1)
             plain_rates.append(n / t)
             n, t = cvtrain_epoch(trainer, loader)
             cvtrain_rates.append(n / t)

@@ -3,7 +3,7 @@
 Runs the real command in a subprocess (start-up, data loading and evaluation included),
 then reads the run's metrics.jsonl and train.log time stamps.
 
-    python scripts/time_to_quality.py [--metric acc1] [--target 0.95] [OVERRIDE ...]
+    python scripts/time_to_quality.py [--metric acc1] [--target 0.95] [--keep DIR] [OVERRIDE ...]
 
 Defaults measure the README's claim: `cvtrain task=classification` reaching 95 %
 validation accuracy on ShapesWorld.
@@ -24,10 +24,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--metric", default="acc1")
     parser.add_argument("--target", type=float, default=0.95)
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="run in this folder and keep it (checkpoints for later evaluation or predict)")
     parser.add_argument("overrides", nargs="*", default=["task=classification"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        run = Path(tmp) / "run"
+        run = args.keep.resolve() if args.keep else Path(tmp) / "run"
         command = [sys.executable, "-m", "cvtrain", *args.overrides, f"hydra.run.dir={run}", "trainer.progress=plain"]
         print("$", " ".join(command[2:]))
         start = time.time()

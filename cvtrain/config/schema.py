@@ -146,6 +146,25 @@ class ClipTaskConfig(RetrievalTaskConfig):
 
 
 @dataclass
+class DiffusionTaskConfig(TaskConfig):
+    """Denoising diffusion (cvtrain/tasks/diffusion.py): training, guidance and sampling.
+    The process that defines what a network means (schedule, T, target) is model.*."""
+
+    schema: str = "diffusion"
+    p_uncond: float = 0.1  # class-conditional: labels dropped with this probability (classifier-free guidance)
+    guidance: float = 3.0  # w of samples, predict and `fid`: eps_u + w (eps_c - eps_u); 0 unconditional, 1 conditional
+    guidance_scales: list[float] = field(default_factory=lambda: [0.0, 1.0, 3.0])  # evaluation: fid_w<w>, class_acc_w<w>
+    sampler: str = "ddim"  # samples and predict: ddim | ddpm (ancestral, all model.timesteps steps)
+    sample_steps: int = 50  # DDIM steps of samples and predict
+    eval_steps: int = 20  # DDIM steps of evaluation (few, so it stays cheap)
+    eta: float = 0.0  # DDIM: 0 deterministic ... 1 ancestral-like noise
+    eval_samples: int = 500  # evaluation: the first N images of the split, and as many samples per guidance scale
+    grid_size: int = 4  # images/: a grid_size x grid_size grid per class
+    trajectory: int = 8  # images/trajectory.png: x_t at this many t per row
+    sr_aug_level: float = 0.0  # sr_ddpm sampling: noise level of the conditioning image, as a fraction of T
+
+
+@dataclass
 class VQATaskConfig(TaskConfig):
     """Visual question answering (cvtrain/tasks/vqa.py)."""
 
@@ -287,6 +306,27 @@ class ImageToImageModelConfig(ModelConfig):
     d_layers: int = 3  # PatchGAN stride layers: 3 gives 70x70 patches
     norm: str = "batch"  # batch | instance | none
     dropout: float = 0.0  # in the decoder's three stages below the innermost (pix2pix: 0.5)
+
+
+@dataclass
+class DiffusionModelConfig(ModelConfig):
+    """A denoising U-Net and the diffusion process that defines what it predicts."""
+
+    name: str = MISSING  # ddpm | sr_ddpm
+    family: str = "diffusion"
+    width: int = 32  # base channels
+    channel_mults: list[int] = field(default_factory=lambda: [1, 2, 2])  # channels per resolution (x width), halving it
+    num_res_blocks: int = 1  # residual blocks per resolution on the way down (one more on the way up)
+    attention_resolutions: list[int] = field(default_factory=lambda: [8])  # self-attention at these feature sizes
+    heads: int = 4
+    groups: int = 8  # GroupNorm groups
+    dropout: float = 0.0
+    class_conditional: bool = True  # with a labelled data set: label embedding + classifier-free guidance
+    schedule: str = "linear"  # linear (1e-4 .. 0.02) | cosine
+    timesteps: int = 1000  # T
+    prediction: str = "eps"  # eps | v: what the network outputs
+    scale: int = 1  # sr_ddpm: upsampling factor; it trains on dataset.image_size * scale from image_size
+    noise_aug: float = 0.0  # sr_ddpm: training noise augmentation of the low-res input, up to this fraction of T
 
 
 @dataclass
@@ -638,6 +678,7 @@ MODEL_SCHEMAS = {
     "detector": DetectorModelConfig,
     "instance_segmenter": InstanceSegmenterModelConfig,
     "gan": GANModelConfig,
+    "diffusion": DiffusionModelConfig,
     "word_vectors": WordVectorModelConfig,
     "colorizer": ImageToImageModelConfig,
     "vse": VSEModelConfig,
@@ -653,6 +694,7 @@ TASK_SCHEMAS = {
     "sequence": SequenceTaskConfig,
     "gan": GANTaskConfig,
     "colorization": ColorizationTaskConfig,
+    "diffusion": DiffusionTaskConfig,
     "word2vec": Word2VecTaskConfig,
     "retrieval": RetrievalTaskConfig,
     "clip": ClipTaskConfig,

@@ -1,0 +1,26 @@
+"""What scores generated images: the ShapesWorld feature network (FID, KID) and its
+classifier head (class_acc), as the gan task uses them, for any image generator."""
+
+from __future__ import annotations
+
+import torch
+
+
+def feature_extractor(image_size: int, device):
+    """The ShapesWorld extractor for images of `image_size`. Built in inference mode's
+    absence and on a forked random stream: its first use on a machine trains it (then it is
+    cached), which must neither fail under evaluation's inference mode nor move the
+    training's random numbers (a resumed run builds it again)."""
+    from cvtrain.metrics.generative.features import shapesworld_features
+
+    with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(devices=[]):
+        return shapesworld_features(image_size=image_size, device=str(device))
+
+
+def classifier_indices(extractor, class_names: list[str]) -> torch.Tensor | None:
+    """Each class's index among the classifier's classes, when it knows them all (class_acc
+    is then reported); None for another data set's classes."""
+    known = list(extractor.class_names)
+    if not class_names or not set(class_names) <= set(known):
+        return None
+    return torch.tensor([known.index(name) for name in class_names])
