@@ -105,9 +105,12 @@ class DiffusionTask(Task):
         return Denoiser(self.active["model"], self.process, self.num_classes, self.scale, float(self.cfg.model.noise_aug))
 
     def _resolve_monitor(self) -> None:
-        """task.monitor=auto: fid (min) for a base model, psnr (max) for sr_ddpm. Written
+        """task.monitor=auto (or the default fid with sr_ddpm): fid (min) for a base model,
+        psnr (max) for sr_ddpm. Written
         into the config itself, so the run's config.yaml and checkpoints name the metric."""
         t = self.cfg.task
+        if self.super_resolution and t.monitor == "fid":  # the task's default, for a base model
+            t.monitor, t.monitor_mode = "psnr", "max"
         if t.monitor == "auto":
             t.monitor = "psnr" if self.super_resolution else "fid"
         if t.monitor_mode == "auto":
