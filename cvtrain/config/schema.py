@@ -92,6 +92,7 @@ class GANTaskConfig(TaskConfig):
     d_steps: int = 1  # discriminator steps per generator step (WGAN-GP: 5)
     epochs_per_phase: int = 2  # progan: epochs per resolution; the new stage fades in over the first half
     grid_size: int = 8  # the fixed-noise sample grid is grid_size x grid_size
+    diff_augment: list[str] = field(default_factory=list)  # DiffAugment before D, reals and fakes alike: [color,translation,cutout]
 
 
 @dataclass

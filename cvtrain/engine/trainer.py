@@ -441,8 +441,9 @@ class Trainer:
         if not self.train_count:
             return {}
         keys = sorted(self.train_sums)
-        totals = torch.stack([self.train_sums[k] for k in keys] + [torch.tensor(float(self.train_count))])
-        totals = dist.all_reduce_sum(totals.to(self.device)).cpu()
+        count = torch.tensor(float(self.train_count), device=self.device)  # beside the sums, on the GPU too
+        totals = torch.stack([self.train_sums[k].to(self.device) for k in keys] + [count])
+        totals = dist.all_reduce_sum(totals).cpu()
         self.train_sums, self.train_count = {}, 0
         return {f"train_{k}": float(v / totals[-1]) for k, v in zip(keys, totals[:-1])}
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from cvtrain.engine.task import ModulePolicy, Task
 from cvtrain.registry import DATASETS, LOSSES, MODELS, TASKS
+from cvtrain.tasks.diff_augment import diff_augment, parse_policy
 from cvtrain.tasks.sample_grids import append_gif_frame, save_grid
 
 
@@ -52,6 +53,7 @@ class GANTask(Task):
         self.loss = LOSSES.get(cfg.loss.name, families=("gan",))(cfg.loss)
         self._datasets: dict[str, Any] = {}
         self._meta: dict[str, Any] = {}
+        self._policy = parse_policy(cfg.task.diff_augment)  # a bad name fails before any data is built
 
     # --- data and models ------------------------------------------------------
     def build_dataset(self, split: str):
@@ -146,6 +148,10 @@ class GANTask(Task):
         latent = self.models["generator"].latent_dim
         return torch.randn(n, latent, device=self.device, generator=generator)
 
+    def _augment(self, images: torch.Tensor) -> torch.Tensor:
+        """What D sees: images through task.diff_augment's transforms (real and fake alike)."""
+        return diff_augment(images, self._policy)
+
     def train_step(self, batch, step):
         from cvtrain.tasks.gan_losses import gradient_penalty
 
@@ -154,18 +160,19 @@ class GANTask(Task):
         real, labels = self._at_resolution(to_signed(batch["image"])), self._labels(batch)
         logs: dict[str, torch.Tensor] = {}
         for _ in range(self.cfg.task.d_steps):
-            fake = G(self._noise(len(real)), labels).detach()
-            (d_real, classes_real), (d_fake, _) = _outputs(D(real, labels)), _outputs(D(fake, labels))
+            fake = self._augment(G(self._noise(len(real)), labels).detach())
+            real_seen = self._augment(real)
+            (d_real, classes_real), (d_fake, _) = _outputs(D(real_seen, labels)), _outputs(D(fake, labels))
             loss_d = self.loss.d_loss(d_real, d_fake)
             if classes_real is not None:  # AC-GAN: D learns the classes of real images
                 logs["d_class"] = F.cross_entropy(classes_real, labels)
                 loss_d = loss_d + self.loss.class_weight * logs["d_class"]
             if self.loss.gradient_penalty:
-                penalty = gradient_penalty(D, real, fake, labels)
+                penalty = gradient_penalty(D, real_seen, fake, labels)
                 loss_d = loss_d + self.loss.gp_weight * penalty
                 logs["gp"] = penalty
             step("discriminator", loss_d)
-        d_gen, classes_gen = _outputs(D(G(self._noise(len(real)), labels), labels))
+        d_gen, classes_gen = _outputs(D(self._augment(G(self._noise(len(real)), labels)), labels))
         loss_g = self.loss.g_loss(d_gen)
         if classes_gen is not None:  # ... and G draws images it classifies as the class asked for
             logs["g_class"] = F.cross_entropy(classes_gen, labels)
