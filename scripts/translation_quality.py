@@ -26,10 +26,11 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from time_to_quality import eval_times, run_command  # scripts/, the folder of this script
 
 COLUMNS = {
     "pix2pix": ("fcn_miou", "fcn_miou_real", "fcn_miou_ratio", "fcn_pixel_acc", "fid", "psnr"),
@@ -54,8 +55,6 @@ def compose(model: str, overrides: list[str]):
 def warm_scorers(model: str, overrides: list[str]) -> dict[str, float]:
     """Build (train once, or load) what the run's evaluations score with; for CycleGAN also
     the real-vs-real FID floor of each domain. Returns the floors, and prints the time."""
-    import torch
-
     from cvtrain.registry import TASKS
     from cvtrain.tasks.generated_scores import FrechetScore, feature_extractor
 
@@ -65,7 +64,7 @@ def warm_scorers(model: str, overrides: list[str]) -> dict[str, float]:
     floors = {}
     task = TASKS.get("translation")(cfg)
     if model == "pix2pix" and cfg.task.fcn_score:
-        task._fcn_score()
+        task.fcn_score()
     if model == "cyclegan":
         val, train = task.build_dataset("val"), task.build_dataset("train")
         for key, domain in (("fid_ab", "b"), ("fid_ba", "a")):
@@ -73,33 +72,19 @@ def warm_scorers(model: str, overrides: list[str]) -> dict[str, float]:
             score = FrechetScore(features)
             score.update(real, train.fields[domain][: len(real)])
             floors[key] = score.compute()
-    del torch
     print(f"[{model}] scorers ready in {time.time() - start:.0f} s"
           + "".join(f"; real-vs-real {k} {v:.2f}" for k, v in floors.items()), flush=True)
     return floors
 
 
 def train(model: str, run: Path, overrides: list[str], every: int) -> tuple[list[dict], list[float], float]:
+    """The run's evaluations, each one's wall time since the command started, and the command's."""
     command = [sys.executable, "-m", "cvtrain", "task=translation", f"model={model}", *overrides,
                f"trainer.val_every_steps={every}", f"hydra.run.dir={run}", "trainer.progress=plain"]
-    print("$", " ".join(command[2:]), flush=True)
     start = time.time()
-    done = subprocess.run(command, capture_output=True, text=True)
-    total = time.time() - start
-    if done.returncode != 0:
-        sys.exit(f"the {model} run failed:\n{done.stderr[-3000:]}")
+    total = run_command(command, f"the {model} run")
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return records, [t - start for t in eval_times(run / "train.log")], total
-
-
-def eval_times(log: Path) -> list[float]:
-    """Wall-clock times of the 'val epoch' lines in train.log (metrics.jsonl has no clock)."""
-    times = []
-    for line in log.read_text().splitlines():
-        if " val epoch " in line:
-            stamp = " ".join(line.split(" ")[:2]).split(",")[0]
-            times.append(time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S")))
-    return times
 
 
 def report(model: str, records: list[dict], seconds: list[float], total: float, target: float) -> dict:

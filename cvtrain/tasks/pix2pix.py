@@ -56,9 +56,9 @@ class Pix2PixTask(TranslationTask):
         if not hasattr(self, "_features"):
             self._features = feature_extractor(self.cfg.dataset.image_size, self.device)
         self.fid = FrechetScore(self._features)
-        self.fcn = self._fcn_score() if self._scores_scenes(split) else None
+        self.fcn = self.fcn_score() if self._scores_scenes(split) else None
 
-    def _fcn_score(self):
+    def fcn_score(self):
         """The FCN-score of this run's image size (its segmenter trained on first use, then cached)."""
         from cvtrain.tasks.fcn_score import FCNScore, SegmenterRecipe, shapesworld_segmenter
 
