@@ -36,6 +36,32 @@ def _trained(trainer, before) -> list[str]:
 # --- pix2pix --------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("gan_loss", ["non_saturating", "lsgan", "hinge"])
+@pytest.mark.parametrize("model", ["pix2pix", "cyclegan"])
+def test_every_model_takes_a_step_with_every_gan_loss(model, gan_loss):
+    """One train_step through plain Adam steppers: every module learns, every loss is finite."""
+    extra = CYCLE[1:] if model == "cyclegan" else []
+    cfg = compose_cfg([*TINY, f"model={model}", f"model.gan_loss={gan_loss}", *extra])
+    task = TASKS.get("translation")(cfg)
+    task.models = task.active = task.build_models()
+    optimizers = {name: torch.optim.Adam(params, 1e-3) for name, params in task.parameter_groups().items()}
+    stepped = []
+
+    def step(name, loss):
+        optimizers[name].zero_grad()
+        loss.backward()
+        optimizers[name].step()
+        stepped.append(name)
+
+    before = {n: [p.detach().clone() for p in m.parameters()] for n, m in task.models.items()}
+    logs = task.train_step(task.build_dataset("train").batch(torch.arange(4)), step)
+    assert sorted(stepped) == ["discriminator", "generator"]
+    assert all(torch.isfinite(v).all() for v in logs.values()), logs
+    changed = [n for n, m in task.models.items() if any(not torch.equal(a, b) for a, b in zip(before[n], m.parameters()))]
+    assert sorted(changed) == sorted(task.models)
+
+
+
 @pytest.mark.parametrize("pairs", ["labels", "edges"])
 def test_pix2pix_steps_d_then_g_and_scores_outputs_against_targets(tmp_path, pairs):
     trainer = _trainer(tmp_path, f"dataset.pairs={pairs}", "trainer.max_steps=1")
