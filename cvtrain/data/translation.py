@@ -152,11 +152,11 @@ def shapes_domains(cfg, split: str, direction: str = "AtoB"):
     from cvtrain.data.memory import InMemoryDataset
     from cvtrain.data.shapes import load
 
+    _check_direction(direction)
     data = load(cfg, split)
     n = len(data) // 2
     a = torch.from_numpy(data.images[0 : 2 * n : 2]).permute(0, 3, 1, 2).contiguous()
     b = torch.from_numpy(data.striped[1 : 2 * n : 2]).permute(0, 3, 1, 2).contiguous()
-    _check_direction(direction)
     return InMemoryDataset({"a": b, "b": a} if direction == "BtoA" else {"a": a, "b": b}, in_channels=3)
 
 
