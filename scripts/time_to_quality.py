@@ -31,15 +31,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run = args.keep.resolve() if args.keep else Path(tmp) / "run"
         command = [sys.executable, "-m", "cvtrain", *args.overrides, f"hydra.run.dir={run}", "trainer.progress=plain"]
-        print("$", " ".join(command[2:]))
         start = time.time()
-        result = subprocess.run(command, capture_output=True, text=True)
-        total = time.time() - start
-        if result.returncode != 0:
-            sys.exit(f"the run failed:\n{result.stderr}")
+        total = run_command(command)
         records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         # metrics.jsonl has no clock: train.log's time stamps say when each evaluation ended.
-        stamps = _eval_times(run / "train.log")
+        stamps = eval_times(run / "train.log")
     reached = None
     for record, stamp in zip(records, stamps):
         if record.get(args.metric, float("-inf")) >= args.target:
@@ -55,7 +51,17 @@ def main() -> None:
         print(f"{args.metric} never reached {args.target}")
 
 
-def _eval_times(log: Path) -> list[float]:
+def run_command(command: list[str], what: str = "the run") -> float:
+    """Run `python -m cvtrain ...` (printed first); its wall time, or exit with its errors."""
+    print("$", " ".join(command[2:]), flush=True)
+    start = time.time()
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"{what} failed:\n{result.stderr[-3000:]}")
+    return time.time() - start
+
+
+def eval_times(log: Path) -> list[float]:
     """Wall-clock times of the 'val epoch' lines in train.log."""
     times = []
     for line in log.read_text().splitlines():

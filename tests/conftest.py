@@ -35,6 +35,18 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 600, env: dict | None =
     )
 
 
+def train_then_predict(train_args: list[str], predict_args: list[str], tmp_path: Path) -> Path:
+    """`cvtrain TRAIN_ARGS` for one step into tmp_path/run, then `cvtrain mode=predict` of
+    its last.pt with PREDICT_ARGS into tmp_path/predict (returned); both must succeed."""
+    run, out = tmp_path / "run", tmp_path / "predict"
+    done = run_cli([*train_args, "trainer.max_steps=1", f"hydra.run.dir={run}"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    done = run_cli(["mode=predict", f"ckpt={run / 'checkpoints' / 'last.pt'}", *predict_args, f"hydra.run.dir={out}"],
+                   cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return out
+
+
 def cli_in_process(args: list[str]) -> None:
     """`cvtrain ARGS` in this process (faster: torch is already imported)."""
     from cvtrain.cli import main

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import compose_cfg, read_jsonl, run_cli
+from conftest import compose_cfg, read_jsonl, run_cli, train_then_predict
 
 from cvtrain.engine.trainer import Trainer
 from cvtrain.registry import TASKS
@@ -154,14 +154,8 @@ def test_a_folder_of_photos_trains_and_predict_writes_the_colourings(tmp_path):
     rng = np.random.default_rng(0)
     for i in range(6):
         Image.fromarray(rng.integers(0, 256, (40 + i, 50, 3), dtype=np.uint8)).save(photos / f"p{i}.png")
-    run = tmp_path / "run"
-    done = run_cli([*TINY, "dataset=image_folder", f"dataset.root={tmp_path / 'photos'}", "dataset.val_fraction=0.34",
-                    "loss=ab_classes", "trainer.max_steps=1", f"hydra.run.dir={run}"], cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-2000:]
-    out = tmp_path / "predict"
-    done = run_cli(["mode=predict", f"ckpt={run / 'checkpoints' / 'last.pt'}", f"input={photos}",
-                    f"hydra.run.dir={out}"], cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-2000:]
+    out = train_then_predict([*TINY, "dataset=image_folder", f"dataset.root={tmp_path / 'photos'}",
+                              "dataset.val_fraction=0.34", "loss=ab_classes"], [f"input={photos}"], tmp_path)
     written = sorted((out / "colorized").glob("*.png"))
     assert [p.name for p in written] == [f"p{i}.png" for i in range(6)]
     with Image.open(written[0]) as image:

@@ -19,8 +19,14 @@ from cvtrain.config.groups import accepted, options
 TINY = ["dataset.num_train=32", "dataset.num_val=16", "dataset.num_test=16", "dataset.batch_size=8",
         "dataset.eval_batch_size=16", "trainer.progress=none", "trainer.num_threads=1", "logger.max_images=2"]
 # Per task, what keeps one step cheap without leaving the contract: METEOR starts a JVM
-# per evaluation (its scores are checked in test_caption_scores.py).
-CHEAP = {"captioning": ["task.metrics=[bleu,rouge_l,cider]", "decode.beam_size=1"]}
+# per evaluation (its scores are checked in test_caption_scores.py); the FCN-score's
+# segmenter trains once per session, on few images (it is checked in test_translation.py).
+# Translation's linear decay ends the 1-step run at lr 0, where the resumed 2-step run goes
+# on (the engine restores the optimizer's lr); CycleGAN's instance norm keeps no running
+# statistics that would still change, so the resumed step needs a constant lr to train.
+CHEAP = {"captioning": ["task.metrics=[bleu,rouge_l,cider]", "decode.beam_size=1"],
+         "translation": ["task.fcn_train_images=64", "task.fcn_epochs=1", "model.width=8", "model.d_width=8",
+                         "scheduler=none"]}
 # What mode=predict reads besides images: a prompt to continue, words to find neighbours of.
 PROMPTS = {"language_modeling": "prompt=a small", "word2vec": "prompt=circle"}
 # What mode=predict reads besides its source: the question VQA answers about each image.

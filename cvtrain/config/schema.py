@@ -105,6 +105,18 @@ class ColorizationTaskConfig(TaskConfig):
 
 
 @dataclass
+class TranslationTaskConfig(TaskConfig):
+    """Image-to-image translation, pix2pix or CycleGAN (cvtrain/tasks/translation.py); each
+    model's objective (its GAN loss and weights) is in model.*, as in the reference code."""
+
+    schema: str = "translation"
+    augment: bool = True  # random horizontal flips (a pair flips together), on the device
+    fcn_score: bool = True  # ShapesWorld label|edges -> image: segment the outputs (the pix2pix paper's FCN-score)
+    fcn_train_images: int = 4000  # the FCN-score's segmenter: ShapesWorld training images (part of its cache key)
+    fcn_epochs: int = 3  # ... and epochs it is trained for, once, then cached
+
+
+@dataclass
 class Word2VecTaskConfig(TaskConfig):
     """Word vectors (cvtrain/tasks/word2vec.py); the rest of word2vec's settings: alpha is
     optimizer.lr, min_alpha is optimizer.lr * scheduler.min_lr_ratio (linear decay), and
@@ -310,6 +322,33 @@ class ImageToImageModelConfig(ModelConfig):
 
 
 @dataclass
+class Pix2PixModelConfig(ImageToImageModelConfig):
+    """pix2pix (Isola et al. 2017): the U-Net and the 70x70 PatchGAN, conditional on the input."""
+
+    family: str = "pix2pix"
+    dropout: float = 0.5  # the generator's only noise (the paper's)
+    gan_loss: str = "non_saturating"  # the reference's gan_mode: non_saturating (vanilla) | lsgan | hinge
+    l1_weight: float = 100.0  # loss_G = GAN + l1_weight x L1 (lambda_L1)
+
+
+@dataclass
+class CycleGANModelConfig(ModelConfig):
+    """CycleGAN (Zhu et al. 2017): two ResNet generators and two PatchGANs (cvtrain/models/cyclegan.py)."""
+
+    name: str = MISSING  # cyclegan
+    family: str = "cyclegan"
+    width: int = 32  # the generators' first channels (ngf; 64 in the paper)
+    blocks: int = 6  # residual blocks: 6 (128 px in the paper) or 9 (256 px)
+    d_width: int = 32  # the discriminators' first channels (ndf)
+    d_layers: int = 3  # PatchGAN stride layers: 3 gives 70x70 patches
+    norm: str = "instance"  # instance | batch | none
+    gan_loss: str = "lsgan"  # lsgan (the paper's) | non_saturating | hinge
+    cycle_weight: float = 10.0  # lambda of ||G_BA(G_AB(a)) - a||_1 and ||G_AB(G_BA(b)) - b||_1
+    identity_weight: float = 0.5  # x cycle_weight: ||G_AB(b) - b||_1 and ||G_BA(a) - a||_1 (0: off)
+    pool_size: int = 50  # the discriminators see fakes drawn from a history of this many (0: the newest only)
+
+
+@dataclass
 class DiffusionModelConfig(ModelConfig):
     """A denoising U-Net and the diffusion process that defines what it predicts."""
 
@@ -460,6 +499,16 @@ class ShapesDatasetConfig(DatasetConfig):
     min_freq: int = 1  # vocabulary: drop rarer tokens (they become <unk>)
     max_vocab: int = 0  # vocabulary: keep at most this many tokens (0: no limit)
     max_caption_len: int = 24  # captioning: tokens kept per caption
+    pairs: str = "labels"  # translation, pix2pix: labels (palette label map) | edges, against the rendered image
+    direction: str = "AtoB"  # translation: AtoB (labels|edges -> image; flat -> striped) | BtoA
+
+
+@dataclass
+class TranslationDatasetConfig(DatasetConfig):
+    """Image pairs (pix2pix layout) or two image domains (CycleGAN layout) under dataset.root."""
+
+    schema: str = "translation"
+    direction: str = "AtoB"  # AtoB | BtoA: which side is the input
 
 
 @dataclass
@@ -682,6 +731,8 @@ MODEL_SCHEMAS = {
     "diffusion": DiffusionModelConfig,
     "word_vectors": WordVectorModelConfig,
     "colorizer": ImageToImageModelConfig,
+    "pix2pix": Pix2PixModelConfig,
+    "cyclegan": CycleGANModelConfig,
     "vse": VSEModelConfig,
     "clip": ClipModelConfig,
     "vqa": VQAModelConfig,
@@ -695,6 +746,7 @@ TASK_SCHEMAS = {
     "sequence": SequenceTaskConfig,
     "gan": GANTaskConfig,
     "colorization": ColorizationTaskConfig,
+    "translation": TranslationTaskConfig,
     "diffusion": DiffusionTaskConfig,
     "word2vec": Word2VecTaskConfig,
     "retrieval": RetrievalTaskConfig,
@@ -713,6 +765,7 @@ DATASET_SCHEMAS = {
     "coco": CocoDatasetConfig,
     "vqa": VQADatasetConfig,
     "imsitu": ImSituDatasetConfig,
+    "translation": TranslationDatasetConfig,
 }
 # The schemas of the shipped files, for configs saved before sections named their schema.
 _SAVED_BEFORE_SCHEMA_KEY = {

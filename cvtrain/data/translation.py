@@ -11,7 +11,9 @@ with one line naming it, not an epoch later.
   test, as CycleGAN's data sets have no val); the B image of sample i is drawn by a
   seeded permutation, so A and B are unpaired but an epoch is reproducible.
 
-Not yet wired to a task (task=translation is the next step of issue 15).
+The builders of the `translation` family (dataset=shapes|aligned|unaligned) take
+`paired`: what the model trains on (pix2pix needs pairs; CycleGAN takes either, and
+ignores the pairing).
 """
 
 from __future__ import annotations
@@ -24,10 +26,16 @@ from torch.utils.data import Dataset
 from cvtrain.data.classification import _IMAGE_EXTENSIONS
 from cvtrain.data.colorization import image_paths
 from cvtrain.errors import UserError
+from cvtrain.registry import DATASETS
 
 DIRECTIONS = ("AtoB", "BtoA")
 PIX2PIX_LAYOUT = "root/train, root/val, root/test holding images with A and B side by side"
 CYCLEGAN_LAYOUT = "root/trainA, root/trainB, root/testA, root/testB"
+
+
+def _check_direction(direction: str) -> None:
+    if direction not in DIRECTIONS:
+        raise UserError(f"direction: '{direction}' is not one of {', '.join(DIRECTIONS)}; pick direction=AtoB or BtoA.")
 
 
 def _resized(image, size: int) -> torch.Tensor:
@@ -69,8 +77,7 @@ class AlignedPairs(Dataset):
     """pix2pix's layout: each file is A | B; `direction` BtoA swaps them."""
 
     def __init__(self, root: str, split: str, size: int, direction: str = "AtoB"):
-        if direction not in DIRECTIONS:
-            raise UserError(f"direction: '{direction}' is not one of {', '.join(DIRECTIONS)}; pick direction=AtoB or BtoA.")
+        _check_direction(direction)
         self.paths, self.size, self.swap = _folder(root, split, PIX2PIX_LAYOUT), size, direction == "BtoA"
         for path in self.paths:
             width, height = _header_size(path)
@@ -93,10 +100,12 @@ class AlignedPairs(Dataset):
 class UnalignedDomains(Dataset):
     """CycleGAN's layout: domain A and domain B folders of one split, unpaired."""
 
-    def __init__(self, root: str, split: str, size: int, seed: int = 0):
+    def __init__(self, root: str, split: str, size: int, seed: int = 0, swap: bool = False):
         folder = "train" if split == "train" else "test"
         self.a = _folder(root, f"{folder}A", CYCLEGAN_LAYOUT)
         self.b = _folder(root, f"{folder}B", CYCLEGAN_LAYOUT)
+        if swap:  # direction=BtoA: B is the input domain
+            self.a, self.b = self.b, self.a
         self.size = size
         self.b_order = torch.randperm(len(self.b), generator=torch.Generator().manual_seed(seed)).tolist()
 
@@ -125,24 +134,70 @@ def shapes_pairs(cfg, split: str, pairs: str = "labels", direction: str = "AtoB"
 
     if pairs not in SHAPES_PAIRS:
         raise UserError(f"pairs: '{pairs}' is not one of {', '.join(SHAPES_PAIRS)}; pick labels or edges.")
-    if direction not in DIRECTIONS:
-        raise UserError(f"direction: '{direction}' is not one of {', '.join(DIRECTIONS)}; pick direction=AtoB or BtoA.")
+    _check_direction(direction)
     data = load(cfg, split)
     source = palette()[data.semantic] if pairs == "labels" else np.repeat(data.edges[..., None], 3, axis=-1)
     a = torch.from_numpy(np.ascontiguousarray(source)).permute(0, 3, 1, 2).contiguous()
     b = torch.from_numpy(data.images).permute(0, 3, 1, 2).contiguous()
     fields = {"a": b, "b": a} if direction == "BtoA" else {"a": a, "b": b}
-    return InMemoryDataset({**fields, "mask": torch.from_numpy(np.ascontiguousarray(data.semantic))}, in_channels=3)
+    # scene_output: the output side is the rendered scene whose semantic mask is `mask`,
+    # so a ShapesWorld segmenter can score generated images (the FCN-score)
+    return InMemoryDataset({**fields, "mask": torch.from_numpy(np.ascontiguousarray(data.semantic))}, in_channels=3,
+                           scene_output=direction == "AtoB")
 
 
-def shapes_domains(cfg, split: str):
+def shapes_domains(cfg, split: str, direction: str = "AtoB"):
     """Unpaired ShapesWorld: A = flat-coloured renderings of the even scenes, B = striped
-    renderings of the odd ones (different scenes, so no pair exists)."""
+    renderings of the odd ones (different scenes, so no pair exists); BtoA swaps them."""
     from cvtrain.data.memory import InMemoryDataset
     from cvtrain.data.shapes import load
 
+    _check_direction(direction)
     data = load(cfg, split)
     n = len(data) // 2
     a = torch.from_numpy(data.images[0 : 2 * n : 2]).permute(0, 3, 1, 2).contiguous()
     b = torch.from_numpy(data.striped[1 : 2 * n : 2]).permute(0, 3, 1, 2).contiguous()
-    return InMemoryDataset({"a": a, "b": b}, in_channels=3)
+    return InMemoryDataset({"a": b, "b": a} if direction == "BtoA" else {"a": a, "b": b}, in_channels=3)
+
+
+# --- the translation task's data sets -----------------------------------------------------
+
+
+@DATASETS.register("shapes", family="translation")
+def shapes_translation(cfg, split: str, paired: bool = True):
+    """ShapesWorld: dataset.pairs (labels|edges) -> image for pix2pix, flat -> striped for CycleGAN."""
+    if paired:
+        return shapes_pairs(cfg, split, cfg.pairs, cfg.direction)
+    return shapes_domains(cfg, split, cfg.direction)
+
+
+def _folder_root(cfg, layout: str) -> str:
+    from cvtrain.data.classification import _root
+
+    root = _root(cfg)
+    if not root or not os.path.isdir(root):
+        what = "is required but not set" if not root else f"'{root}' is not a folder"
+        raise UserError(f"dataset.root {what}; pass dataset.root=PATH, a folder laid out as {layout}.")
+    return root
+
+
+@DATASETS.register("aligned", family="translation")
+def aligned_folder(cfg, split: str, paired: bool = True) -> AlignedPairs:
+    """pix2pix's layout under dataset.root (CycleGAN trains on it too, ignoring the pairs)."""
+    from cvtrain.data.classification import _check_split
+
+    _check_split(split)
+    return AlignedPairs(_folder_root(cfg, PIX2PIX_LAYOUT), split, cfg.image_size, cfg.direction)
+
+
+@DATASETS.register("unaligned", family="translation")
+def unaligned_folder(cfg, split: str, paired: bool = False) -> UnalignedDomains:
+    """CycleGAN's layout under dataset.root; BtoA swaps the domains."""
+    from cvtrain.data.classification import _check_split
+
+    if paired:
+        raise UserError("dataset=unaligned (the CycleGAN layout) has no pairs, and model=pix2pix trains on pairs; "
+                        "use dataset=aligned (A | B side by side) or model=cyclegan.")
+    _check_split(split)
+    return UnalignedDomains(_folder_root(cfg, CYCLEGAN_LAYOUT), split, cfg.image_size, int(cfg.get("seed", 0)),
+                            swap=cfg.direction == "BtoA")

@@ -16,7 +16,8 @@ models/networks.py), layer for layer, so the course can read one against the oth
   input and the output together (conditional): concatenated channels.
 
 Builders of the `colorizer` family return {"generator": G} and, when the task asks
-for it, "discriminator": D.
+for it, "discriminator": D; `pix2pix` (translation) always both. CycleGAN's ResNet
+generators are in cvtrain/models/cyclegan.py, with this module's PatchGAN.
 """
 
 from __future__ import annotations
@@ -118,10 +119,10 @@ def _check(cfg) -> None:
         raise UserError(f"model.dropout: must be in [0, 1), got {cfg.dropout}; pix2pix uses 0.5.")
 
 
-@MODELS.register("colorizer", family="colorizer")
-def build_colorizer(cfg, *, in_channels: int, out_channels: int, out_activation: str = "tanh",
-                    discriminator_channels: int = 0) -> dict[str, nn.Module]:
-    """A U-Net from L to the colour channels, and a PatchGAN over (L, colour) when asked."""
+def unet_and_patchgan(cfg, in_channels: int, out_channels: int, out_activation: str = "tanh",
+                      discriminator_channels: int = 0) -> dict[str, nn.Module]:
+    """{"generator": U-Net}, and "discriminator": a PatchGAN over `discriminator_channels`
+    when that is > 0; both with the reference's initial weights."""
     _check(cfg)
     models = {"generator": init_weights(UNetGenerator(in_channels, out_channels, cfg.width, cfg.depth, cfg.norm,
                                                       float(cfg.dropout), out_activation))}
@@ -129,3 +130,16 @@ def build_colorizer(cfg, *, in_channels: int, out_channels: int, out_activation:
         models["discriminator"] = init_weights(PatchDiscriminator(discriminator_channels, cfg.d_width, cfg.d_layers,
                                                                   cfg.norm))
     return models
+
+
+@MODELS.register("colorizer", family="colorizer")
+def build_colorizer(cfg, *, in_channels: int, out_channels: int, out_activation: str = "tanh",
+                    discriminator_channels: int = 0) -> dict[str, nn.Module]:
+    """A U-Net from L to the colour channels, and a PatchGAN over (L, colour) when asked."""
+    return unet_and_patchgan(cfg, in_channels, out_channels, out_activation, discriminator_channels)
+
+
+@MODELS.register("pix2pix", family="pix2pix")
+def build_pix2pix(cfg, *, channels_a: int = 3, channels_b: int = 3) -> dict[str, nn.Module]:
+    """pix2pix: a U-Net from A to B (tanh) and a conditional PatchGAN over (A, B)."""
+    return unet_and_patchgan(cfg, channels_a, channels_b, "tanh", channels_a + channels_b)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from cvtrain.registry import LOSSES
-from cvtrain.tasks.gan_losses import NonSaturatingLoss
+from cvtrain.tasks.gan_losses import GANLoss, NonSaturatingLoss
 
 
 class Regression:
@@ -50,24 +50,29 @@ class Regression:
 
 
 class ConditionalGAN(Regression):
-    """loss=cgan: L1 x l1_weight + the GAN loss of a conditional PatchGAN (pix2pix)."""
+    """loss=cgan: L1 x l1_weight + the GAN loss of a conditional PatchGAN (pix2pix).
+
+    The discriminator judges (condition, image) pairs: (L, ab) here, (A, B) for
+    translation's pix2pix, which uses this class too. `gan` is the GAN loss (default the
+    non-saturating BCE, pix2pix's "vanilla"); its generator term is scaled as the
+    reference code writes it (GANLoss.reference_g_scale), so l1_weight means the same."""
 
     adversarial = True
 
-    def __init__(self, l1_weight: float = 100.0):
+    def __init__(self, l1_weight: float = 100.0, gan: GANLoss | None = None):
         self.l1_weight = float(l1_weight)
-        self.gan = NonSaturatingLoss()  # pix2pix's "vanilla" GAN: BCE, G maximises log D(G(x))
+        self.gan = gan or NonSaturatingLoss()  # pix2pix's "vanilla" GAN: BCE, G maximises log D(G(x))
 
-    def discriminator_loss(self, output, light, ab, critic) -> tuple[torch.Tensor, dict]:
-        real = critic(torch.cat([light, ab], dim=1))
-        fake = critic(torch.cat([light, output.detach().float()], dim=1))
+    def discriminator_loss(self, output, condition, target, critic) -> tuple[torch.Tensor, dict]:
+        real = critic(torch.cat([condition, target], dim=1))
+        fake = critic(torch.cat([condition, output.detach().float()], dim=1))
         loss = 0.5 * self.gan.d_loss(real, fake)
         return loss, {"d_real": torch.sigmoid(real.detach().float()).mean(),
                       "d_fake": torch.sigmoid(fake.detach().float()).mean()}
 
-    def generator_loss(self, output, light, ab, critic=None) -> tuple[torch.Tensor, dict]:
-        adversarial = self.gan.g_loss(critic(torch.cat([light, output], dim=1)))
-        l1 = F.l1_loss(output.float(), ab)
+    def generator_loss(self, output, condition, target, critic=None) -> tuple[torch.Tensor, dict]:
+        adversarial = self.gan.reference_g_scale * self.gan.g_loss(critic(torch.cat([condition, output], dim=1)))
+        l1 = F.l1_loss(output.float(), target)
         return adversarial + self.l1_weight * l1, {"g_gan": adversarial.detach(), "l1": l1.detach()}
 
 

@@ -19,6 +19,10 @@ class GANLoss:
 
     name = "gan"
     gradient_penalty = False
+    # pix2pix's and CycleGAN's code writes the generator's term as criterion(D(G(x)), real):
+    # BCE for "vanilla", the plain MSE for "lsgan" (without Mao et al.'s 1/2). Their L1 and
+    # cycle weights (100, 10) are relative to that term, so translation scales g_loss by this.
+    reference_g_scale = 1.0
 
     def __init__(self, gp_weight: float = 0.0, class_weight: float = 1.0):
         self.gp_weight = float(gp_weight)
@@ -68,6 +72,7 @@ class LeastSquaresLoss(GANLoss):
     so G keeps a gradient where the sigmoid of BCE has flattened."""
 
     name = "lsgan"
+    reference_g_scale = 2.0
 
     def d_loss(self, real_logits, fake_logits):
         return 0.5 * ((real_logits.float() - 1) ** 2).mean() + 0.5 * (fake_logits.float() ** 2).mean()

@@ -24,3 +24,27 @@ def classifier_indices(extractor, class_names: list[str]) -> torch.Tensor | None
     if not class_names or not set(class_names) <= set(known):
         return None
     return torch.tensor([known.index(name) for name in class_names])
+
+
+class FrechetScore:
+    """FID of generated against real uint8 images over a split, in the ShapesWorld feature
+    space: features per batch on each rank, gathered from every rank by `compute` (a
+    collective: every rank calls it)."""
+
+    def __init__(self, extractor):
+        self.extractor, self.real, self.fake = extractor, [], []
+
+    def update(self, real: torch.Tensor, fake: torch.Tensor) -> None:
+        self.real.append(self.extractor.extract(real.float() / 255.0))
+        self.fake.append(self.extractor.extract(fake.float() / 255.0))
+
+    def compute(self) -> float:
+        import numpy as np
+
+        from cvtrain.engine.distributed import all_gather_objects
+        from cvtrain.metrics.generative.frechet import frechet_distance, statistics
+
+        def gathered(parts):
+            return np.concatenate([f for part in all_gather_objects(parts) for f in part])
+
+        return float(frechet_distance(*statistics(gathered(self.real)), *statistics(gathered(self.fake))))

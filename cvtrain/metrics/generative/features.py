@@ -297,7 +297,7 @@ def _load_cached(network, path: Path, key: str) -> bool:
         return False
 
 
-def _save_atomic(path: Path, obj: dict) -> None:
+def _save_atomic(path: Path, obj: dict, what: str = "ShapesWorld feature network") -> None:
     """The checkpoints' atomic torch.save (readers never see half a file, and two processes
     training at once both leave a whole one); a cache folder that cannot be written costs
     a warning, not the run: the network is trained again next time."""
@@ -306,7 +306,7 @@ def _save_atomic(path: Path, obj: dict) -> None:
     try:
         save_atomic(obj, path)
     except OSError as err:
-        print(f"warning: ShapesWorld feature network not cached in {path.parent}: {err}", file=sys.stderr)
+        print(f"warning: {what} not cached in {path.parent}: {err}", file=sys.stderr)
 
 
 def build_extractor(kind: str, weights: str | None = None, device: str = "cpu") -> FeatureExtractor:
