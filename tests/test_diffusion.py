@@ -1,6 +1,7 @@
 """The diffusion task: one step of ddpm and sr_ddpm with their scores and images,
 classifier-free guidance and label dropout, both samplers on a tiny U-Net, a U-Net that
-learns, DDP with two gloo ranks, resume with the EMA state, and mode=predict of the
+learns, sr_ddpm's v / cosine defaults (x̂_0 no worse than the output; a tiny SR that
+learns to upsample), DDP with two gloo ranks, resume with the EMA state, and mode=predict of the
 two-checkpoint cascade. The process itself is tests/test_diffusion_process.py's."""
 
 from __future__ import annotations
