@@ -32,6 +32,7 @@ import torch
 
 from cvtrain.engine.task import Task
 from cvtrain.registry import DATASETS, MODELS, TASKS
+from cvtrain.tasks.image_set_meta import ImageSetMeta
 from cvtrain.tasks.diffusion_sampling import Denoiser, downsample, to_signed, to_uint8, upsample
 
 
@@ -41,7 +42,7 @@ def scale_key(w: float) -> str:
 
 
 @TASKS.register("diffusion")
-class DiffusionTask(Task):
+class DiffusionTask(ImageSetMeta, Task):
     name = "diffusion"
 
     def __init__(self, cfg):
@@ -75,21 +76,6 @@ class DiffusionTask(Task):
             builder = DATASETS.get(self.cfg.dataset.name, families=("diffusion",))
             self._datasets[split] = builder(dcfg, split)
         return self._datasets[split]
-
-    def _fill_meta(self) -> None:
-        if not self._meta:
-            train = self.build_dataset("train")
-            self._meta = {"class_names": list(train.class_names), "channels": int(train.in_channels)}
-
-    @property
-    def class_names(self) -> list[str]:
-        self._fill_meta()
-        return self._meta["class_names"]
-
-    @property
-    def channels(self) -> int:
-        self._fill_meta()
-        return self._meta["channels"]
 
     @property
     def num_classes(self) -> int:
@@ -264,11 +250,11 @@ class DiffusionTask(Task):
     def state_dict(self) -> dict[str, Any]:
         """Class names and channels: predict needs no data set, and a cascade's SR stage is
         rebuilt from its checkpoint alone."""
-        return {"class_names": self.class_names, "channels": self.channels}
+        return self.meta_state()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state:
-            self._meta = {"class_names": list(state["class_names"]), "channels": int(state["channels"])}
+            self.load_meta(state)
 
 
 def _take(data, indices: list[int]) -> dict[str, Any]:

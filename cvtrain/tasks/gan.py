@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from cvtrain.engine.task import ModulePolicy, Task
 from cvtrain.registry import DATASETS, LOSSES, MODELS, TASKS
 from cvtrain.tasks.diff_augment import diff_augment, parse_policy
+from cvtrain.tasks.image_set_meta import ImageSetMeta
 from cvtrain.tasks.sample_grids import append_gif_frame, save_grid
 
 
@@ -45,7 +46,7 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 @TASKS.register("gan")
-class GANTask(Task):
+class GANTask(ImageSetMeta, Task):
     name = "gan"
 
     def __init__(self, cfg):
@@ -61,21 +62,6 @@ class GANTask(Task):
             builder = DATASETS.get(self.cfg.dataset.name, families=("gan",))
             self._datasets[split] = builder(self.cfg.dataset, split)
         return self._datasets[split]
-
-    def _fill_meta(self) -> None:
-        if not self._meta:
-            train = self.build_dataset("train")
-            self._meta = {"class_names": list(train.class_names), "channels": int(train.in_channels)}
-
-    @property
-    def class_names(self) -> list[str]:
-        self._fill_meta()
-        return self._meta["class_names"]
-
-    @property
-    def channels(self) -> int:
-        self._fill_meta()
-        return self._meta["channels"]
 
     @property
     def num_classes(self) -> int:
@@ -321,9 +307,9 @@ class GANTask(Task):
     def state_dict(self) -> dict[str, Any]:
         """Class names and channels (predict needs no data set), and the global step, from
         which a growing model's fade-in alpha follows in mode=eval and predict."""
-        return {"class_names": self.class_names, "channels": self.channels, "global_step": self.global_step}
+        return {**self.meta_state(), "global_step": self.global_step}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state:
-            self._meta = {"class_names": list(state["class_names"]), "channels": int(state["channels"])}
+            self.load_meta(state)
             self.global_step = int(state.get("global_step", 0))
