@@ -203,14 +203,9 @@ class DiffusionTask(ImageSetMeta, Task):
         return self._base_scores()
 
     def _base_scores(self) -> dict[str, float]:
-        import numpy as np
-
-        from cvtrain.engine.distributed import all_gather_objects
         from cvtrain.metrics.generative.frechet import frechet_distance, statistics
         from cvtrain.metrics.generative.kid import kernel_inception_distance
-
-        def gathered(parts):
-            return np.concatenate([f for part in all_gather_objects(parts) for f in part])
+        from cvtrain.tasks.generated_scores import gathered_features as gathered
 
         real = gathered(self._real)
         real_stats = statistics(real)

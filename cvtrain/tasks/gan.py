@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from cvtrain.engine.task import ModulePolicy, Task
 from cvtrain.registry import DATASETS, LOSSES, MODELS, TASKS
 from cvtrain.tasks.diff_augment import diff_augment, parse_policy
+from cvtrain.tasks.generated_scores import classifier_indices, feature_extractor, gathered_features
 from cvtrain.tasks.image_set_meta import ImageSetMeta
 from cvtrain.tasks.sample_grids import append_gif_frame, save_grid
 
@@ -171,13 +172,7 @@ class GANTask(ImageSetMeta, Task):
     # --- evaluation -----------------------------------------------------------
     def _extractor(self):
         if not hasattr(self, "_features"):
-            from cvtrain.metrics.generative.features import shapesworld_features
-
-            # Evaluation runs in inference mode, and the first use on a machine trains the feature
-            # network (then it is cached); building it must not draw from the training's random
-            # stream, or a resumed run (which builds it again) would train on other numbers.
-            with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(devices=[]):
-                self._features = shapesworld_features(image_size=self.cfg.dataset.image_size, device=str(self.device))
+            self._features = feature_extractor(self.cfg.dataset.image_size, self.device)
         return self._features
 
     def _features_of(self, images: torch.Tensor):
@@ -186,20 +181,12 @@ class GANTask(ImageSetMeta, Task):
 
     def start_eval(self, split: str) -> None:
         self._real, self._fake, self._batches, self._hits, self._real_phase = [], [], 0, [], []
-        self._indices = self._classifier_indices()
+        self._indices = classifier_indices(self._extractor(), self.class_names) if self.num_classes else None
 
     def _below_full_size(self) -> bool:
         """A growing generator in a phase below the data set's size."""
         size = getattr(self.models["generator"], "resolution", self.cfg.dataset.image_size)
         return size < self.cfg.dataset.image_size
-
-    def _classifier_indices(self) -> torch.Tensor | None:
-        """For a conditional model whose classes the ShapesWorld classifier knows: each
-        class's index among the classifier's (class_acc is then reported); else None."""
-        known = self._extractor().class_names
-        if not self.num_classes or not set(self.class_names) <= set(known):
-            return None
-        return torch.tensor([known.index(name) for name in self.class_names])
 
     def eval_step(self, batch) -> None:
         """Features of the split's real images and of as many generated ones, from noise
@@ -220,26 +207,21 @@ class GANTask(ImageSetMeta, Task):
             self._hits.append((drawn == self._indices[labels.cpu()]).numpy())
 
     def finish_eval(self) -> dict[str, float]:
-        import numpy as np
-
-        from cvtrain.engine.distributed import all_gather_objects
         from cvtrain.metrics.generative.frechet import frechet_distance, statistics
         from cvtrain.metrics.generative.kid import kernel_inception_distance
 
-        def gathered(parts):
-            return np.concatenate([f for part in all_gather_objects(parts) for f in part])
-
-        real, fake = gathered(self._real), gathered(self._fake)
+        real, fake = gathered_features(self._real), gathered_features(self._fake)
         fid = frechet_distance(*statistics(real), *statistics(fake))
         kid_mean, kid_std = kernel_inception_distance(real, fake)
         results = {"fid": float(fid), "kid": float(kid_mean), "kid_std": float(kid_std)}
-        if self._below_full_size():  # the same on every rank: gathered() is a collective
+        if self._below_full_size():  # the same on every rank: gathered_features is a collective
             # fid is always samples at dataset.image_size against real images at that size,
             # so the FIDs of all phases compare and best.pt is kept by the images users get;
             # fid_phase (against real images at this phase's size) follows progress within a phase.
-            results["fid_phase"] = float(frechet_distance(*statistics(gathered(self._real_phase)), *statistics(fake)))
+            real_phase = gathered_features(self._real_phase)
+            results["fid_phase"] = float(frechet_distance(*statistics(real_phase), *statistics(fake)))
         if self._indices is not None:  # conditional: the share of samples classified as the class asked for
-            results["class_acc"] = float(gathered(self._hits).mean())
+            results["class_acc"] = float(gathered_features(self._hits).mean())
         return results
 
     @torch.inference_mode()

@@ -26,6 +26,16 @@ def classifier_indices(extractor, class_names: list[str]) -> torch.Tensor | None
     return torch.tensor([known.index(name) for name in class_names])
 
 
+def gathered_features(parts: list) -> "np.ndarray":
+    """Per-batch feature arrays of this rank -> one array of every rank's (a collective:
+    every rank calls it)."""
+    import numpy as np
+
+    from cvtrain.engine.distributed import all_gather_objects
+
+    return np.concatenate([f for part in all_gather_objects(parts) for f in part])
+
+
 class FrechetScore:
     """FID of generated against real uint8 images over a split, in the ShapesWorld feature
     space: features per batch on each rank, gathered from every rank by `compute` (a
@@ -39,12 +49,7 @@ class FrechetScore:
         self.fake.append(self.extractor.extract(fake.float() / 255.0))
 
     def compute(self) -> float:
-        import numpy as np
-
-        from cvtrain.engine.distributed import all_gather_objects
         from cvtrain.metrics.generative.frechet import frechet_distance, statistics
 
-        def gathered(parts):
-            return np.concatenate([f for part in all_gather_objects(parts) for f in part])
-
-        return float(frechet_distance(*statistics(gathered(self.real)), *statistics(gathered(self.fake))))
+        return float(frechet_distance(*statistics(gathered_features(self.real)),
+                                      *statistics(gathered_features(self.fake))))
