@@ -176,6 +176,19 @@ def _task(overrides, corpus_file):
     return task
 
 
+@pytest.mark.parametrize(("overrides", "words"), [([], 100), (["model.hs=true", "model.negative=0"], 80),
+                                                 (["model.hs=true"], 40)], ids=["negative", "hs", "both"])
+def test_hierarchical_softmax_updates_take_fewer_words(overrides, words, topics_file):
+    """The Huffman tree's top rows sum more gradients per update than a word's row: hs
+    takes 0.8 of task.chunk_words, and 0.4 beside negative sampling (each diverges on
+    ShapesWorld a step above that, conf/task/word2vec.yaml)."""
+    task = _task(["task.chunk_words=100", "dataset.batch_size=1", *overrides], topics_file)
+    chunks = task.build_dataset("train")
+    size = chunks[0]["tokens"].numel()
+    assert words * 0.75 <= size <= words, size
+    assert int((chunks.fields["tokens"] >= 0).sum()) == chunks.meta["words"]  # every word, once
+
+
 def _sgd_step(task, lr=0.025):
     params = list(task.models["model"].parameters())
 
@@ -214,11 +227,13 @@ def test_pair_counts_and_gathered_rows_give_the_same_loss_and_gradients(topics_f
     monkeypatch.setattr(w2v, "COUNT_RATIO", 0)
     torch.manual_seed(1)
     gathered = task.examples_batch(samples)
-    assert "negative.share" not in gathered
+    assert "negative.share" not in gathered and "negative.rows" in gathered
+    assert "negative.rows" not in counted  # the counts travel alone
+    assert int(counted["example_count"]) == int(gathered["example_count"]) == len(gathered["chunks"])
     results = []
     for batch in (counted, gathered):
         model = task.models["model"]
-        losses = list(task._chunk_losses(w2v.Examples.from_batch(batch), batch, 4))
+        losses = list(task._chunk_losses(batch, 4))
         grads = torch.autograd.grad(losses[0], [model.input, model.negative, model.hs])
         results.append((losses[0].detach(), grads))
     assert torch.allclose(results[0][0], results[1][0], rtol=1e-5)

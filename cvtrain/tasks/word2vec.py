@@ -46,6 +46,7 @@ from cvtrain.tasks.word2vec_losses import as_targets, count_loss, example_loss, 
 
 FIRST_WORD = len(Vocabulary.SPECIALS)  # rows before it are the vocabulary's special tokens
 SPARSE_FROM = 20_000  # vocabulary rows from which gathered rows get sparse gradients
+HS_SHARE = 0.8  # words per update with hierarchical softmax, as a share of task.chunk_words (_chunk_size)
 COUNT_RATIO = 2  # count_loss when the (V, R) pairs are at most this times an update's scored rows
 
 
@@ -86,13 +87,22 @@ class Word2VecTask(Task):
         return self._chunks
 
     def _chunk_size(self) -> int:
-        """task.chunk_words, lowered so that the chunks fill whole batches: a training
-        epoch drops its last partial batch, and word2vec should see every word."""
+        """task.chunk_words, made smaller with hierarchical softmax, and lowered so that
+        the chunks fill whole batches: a training epoch drops its last partial batch, and
+        word2vec should see every word. The Huffman tree's top nodes are on nearly every
+        word's path, so their rows sum more gradients per update than any word's row
+        (HS_SHARE of the words); with negative sampling beside it, each input row sums
+        two objectives' gradients (half again). On ShapesWorld: 2,500 words per update for
+        negative sampling, 2,000 for hs alone, 1,000 for both, each a step below where the
+        first updates diverge."""
         if self.cfg.task.chunk_words < 1:
             raise UserError(f"task.chunk_words must be at least 1, got {self.cfg.task.chunk_words}.")
+        mcfg = self.cfg.model
+        objectives = (mcfg.negative > 0) + bool(mcfg.hs)
+        per_update = max(1, int(self.cfg.task.chunk_words * (HS_SHARE if mcfg.hs else 1.0) / max(1, objectives)))
         vocab, batch = self.vocabulary(), self.cfg.dataset.batch_size
         words = sum(1 for line in self.sentences() for word in line if word in vocab.stoi)
-        chunks = math.ceil(math.ceil(words / self.cfg.task.chunk_words) / batch) * batch
+        chunks = math.ceil(math.ceil(words / per_update) / batch) * batch
         return max(1, math.ceil(words / chunks))
 
     def tree(self) -> HuffmanTree | None:
@@ -130,34 +140,41 @@ class Word2VecTask(Task):
         return self.examples_batch
 
     def examples_batch(self, samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """The examples of a batch of chunks; with a small vocabulary, only their pair
+        counts per chunk (`_pair_counts`): a few hundred kB instead of the examples'
+        megabytes, which is what a loader worker then sends and the loop then moves."""
         tokens = torch.stack([sample["tokens"] for sample in samples])
         sentences = torch.stack([sample["sentence"] for sample in samples])
         sampler = self.sampler()
         examples = sampler.cbow(tokens, sentences) if self.cfg.model.name == "cbow" else sampler.skipgram(tokens, sentences)
-        batch = {"chunk_count": torch.tensor(len(samples)), **examples.to_batch()}
-        for name, (share, total) in (self._pair_counts(examples, len(samples)) or {}).items():
+        batch = {"chunk_count": torch.tensor(len(samples)), "example_count": torch.tensor(len(examples))}
+        counts = self._pair_counts(examples, len(samples))
+        if counts is None:
+            return {**batch, **examples.to_batch()}
+        for name, (share, total) in counts.items():
             batch.update({f"{name}.share": share, f"{name}.total": total})
         return batch
 
     def train_step(self, batch, step):
-        examples = Examples.from_batch(batch)
         losses = []
-        for loss in self._chunk_losses(examples, batch, int(batch["chunk_count"])):
+        for loss in self._chunk_losses(batch, int(batch["chunk_count"])):
             step("main", loss)  # one SGD update per chunk, in corpus order
             losses.append(loss.detach())
-        return {"loss": torch.stack(losses).sum() / max(1, len(examples))}
+        return {"loss": torch.stack(losses).sum() / max(1, int(batch["example_count"]))}
 
-    def _chunk_losses(self, examples: Examples, batch, chunks: int):
+    def _chunk_losses(self, batch, chunks: int):
         """Each chunk's loss, computed when the loop asks for it: after the previous
         chunk's update, with the weights as they are then."""
-        counts = {name: (batch[f"{name}.share"], batch[f"{name}.total"]) for name in examples.targets
-                  if f"{name}.share" in batch}
+        names = [key.removesuffix(".share") for key in batch if key.endswith(".share")]
+        if names:
+            for m in range(chunks):
+                yield count_loss(self.model(), {name: (batch[f"{name}.share"][m], batch[f"{name}.total"][m])
+                                                for name in names})
+            return
+        examples = Examples.from_batch(batch)
         bounds = examples.bounds(chunks)
         for m in range(chunks):
-            if counts:
-                yield count_loss(self.model(), {name: (share[m], total[m]) for name, (share, total) in counts.items()})
-            else:
-                yield self._example_loss(examples.part(bounds[m], bounds[m + 1]))
+            yield self._example_loss(examples.part(bounds[m], bounds[m + 1]))
 
     def _example_loss(self, part: Examples) -> torch.Tensor:
         targets = {name: t.rows for name, t in part.targets.items()}
