@@ -1,8 +1,11 @@
 """The diffusion task: one step of ddpm and sr_ddpm with their scores and images,
 classifier-free guidance and label dropout, both samplers on a tiny U-Net, a U-Net that
-learns, sr_ddpm's v / cosine defaults (x̂_0 no worse than the output; a tiny SR that
-learns to upsample), DDP with two gloo ranks, resume with the EMA state, and mode=predict of the
-two-checkpoint cascade. The process itself is tests/test_diffusion_process.py's."""
+learns, sr_ddpm's v / cosine defaults (x̂_0 no worse than the output), its residual
+prediction (the target's exact inverse, a perfect residual sampling the image, x̂_0 clipped
+in image space, a tiny SR that beats bicubic, old checkpoints loading without it, the
+ddpm + residual config error), DDP with two gloo ranks, resume with the EMA state, and
+mode=predict of the two-checkpoint cascade. The process itself is
+tests/test_diffusion_process.py's."""
 
 from __future__ import annotations
 
@@ -147,6 +150,12 @@ def test_model_ddpm_with_residual_is_one_clear_config_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert stop.value.code == 2 and "model.residual=true" in err and "set model.residual=false" in err, err
     assert len([line for line in err.splitlines() if "residual" in line]) == 1, err
+    from cvtrain.errors import UserError
+    from cvtrain.registry import MODELS
+
+    cfg = compose_cfg(["task=diffusion", "model=sr_ddpm", "model.residual_scale=0"])
+    with pytest.raises(UserError, match="residual_scale=0.0"):
+        MODELS.get("sr_ddpm")(cfg.model, image_size=16, channels=3)
 
 
 def test_a_checkpoint_saved_before_model_residual_samples_as_it_was_trained():
@@ -369,6 +378,8 @@ def test_predict_runs_the_cascade_from_two_checkpoints(tmp_path, capsys):
     cli_in_process([*TINY, "trainer.max_steps=1", "logger.images=false", f"hydra.run.dir={base}"])
     cli_in_process([*TINY, "model=sr_ddpm", "model.width=8", "model.channel_mults=[1,2]", "model.attention_resolutions=[32]", "trainer.max_steps=1", "logger.images=false", f"hydra.run.dir={sr}"])
     b, s = base / "checkpoints" / "last.pt", sr / "checkpoints" / "last.pt"
+    assert torch.load(s, map_location="cpu", weights_only=True)["config"]["model"]["residual"] is True, \
+        "the cascade's SR stage is a residual one (sr_ddpm's default)"
     out = tmp_path / "cascade"
     cli_in_process(["mode=predict", f"ckpt=[{b},{s}]", "num_samples=3", "class=circle", f"hydra.run.dir={out}"])
     records = read_jsonl(out / "predictions.jsonl")
