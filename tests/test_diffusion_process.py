@@ -197,3 +197,28 @@ def test_the_trajectory_keeps_snapshots_from_noise_to_the_sample():
     times = [t for t, _ in kept]
     assert times[0] == 49 and times[-1] == -1 and times == sorted(times, reverse=True) and len(kept) == 5
     assert torch.equal(kept[0][1], x_T) and torch.equal(kept[-1][1], out)
+
+
+def test_clip_takes_a_callable_and_defaults_to_clamping_x0_to_plus_minus_1():
+    """The data here is the point 3 (outside [-1, 1]): clip=True lands on 1, clip=False on
+    3, and a callable applies its own rule to every x̂_0 (the residual SR model clips its
+    x̂_0 in image space through it), so clamping to [2, 2.5] lands on 2.5."""
+    process = _process(timesteps=100)
+    x_T = torch.randn(8, 1, 1, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+
+    def exact(x, t):
+        ab = process.alpha_bar[t].view(-1, 1, 1, 1)
+        return (x - ab.sqrt() * 3.0) / (1 - ab).sqrt()
+
+    def draw(clip):
+        return process.sample(exact, x_T.shape, "ddim", 5, clip=clip, x_T=x_T.clone())[0]
+
+    seen = []
+
+    def own_rule(x0):
+        seen.append(x0.clone())
+        return x0.clamp(2.0, 2.5)
+
+    assert torch.allclose(draw(True), torch.ones_like(x_T)) and torch.allclose(draw(False), torch.full_like(x_T, 3.0))
+    assert torch.allclose(draw(own_rule), torch.full_like(x_T, 2.5)) and len(seen) == 5, "called once per step"
+    assert torch.equal(draw(lambda x0: x0.clamp(-1, 1)), draw(True)), "the default is that clamp"

@@ -367,6 +367,10 @@ class DiffusionModelConfig(ModelConfig):
     prediction: str = "eps"  # eps | v: what the network outputs
     scale: int = 1  # sr_ddpm: upsampling factor; it trains on dataset.image_size * scale from image_size
     noise_aug: float = 0.0  # sr_ddpm: training noise augmentation of the low-res input, up to this fraction of T
+    # sr_ddpm: generate (x_hr - bicubic(x_lr)) x residual_scale, not x_hr. Off here, so a checkpoint saved
+    # before the key existed loads as it was trained; model=sr_ddpm's file turns it on.
+    residual: bool = False
+    residual_scale: float = 8.0  # the residual's std (ShapesWorld: 0.12 at 32 px) x 8: about the noise's 1
 
 
 @dataclass

@@ -9,7 +9,9 @@ One network serves both stages of the cascade:
 - `sr_ddpm`: the same U-Net with the low-resolution image, upsampled bilinearly to the
   output size, concatenated to x_t as extra input channels, and the noise level of that
   conditioning image (noise-conditioning augmentation, Ho et al. 2022's Cascaded
-  Diffusion Models) embedded like t and added to the time embedding.
+  Diffusion Models) embedded like t and added to the time embedding. With model.residual
+  the network's x_t is a noisy scaled residual over the bicubic upsample rather than a
+  noisy image (cvtrain/tasks/diffusion_sampling.py); the network itself is the same.
 
 The U-Net: residual blocks (GroupNorm, SiLU, 3x3 convs; the embedding added between
 the two convs), self-attention at the resolutions in `attention_resolutions` and in the
@@ -204,6 +206,9 @@ def ddpm(cfg, image_size: int, channels: int, num_classes: int = 0) -> dict[str,
     if cfg.scale != 1:
         raise UserError(f"model=ddpm generates at the data set's size (model.scale=1, not {cfg.scale}); "
                         "model=sr_ddpm upsamples.")
+    if cfg.get("residual", False):
+        raise UserError("model.residual=true predicts a residual over an upsampled low-res image, which "
+                        "model=ddpm does not have: set model.residual=false (or use model=sr_ddpm).")
     return {"model": _unet(cfg, image_size, channels, num_classes, cond_channels=0)}
 
 
@@ -213,4 +218,7 @@ def sr_ddpm(cfg, image_size: int, channels: int, num_classes: int = 0) -> dict[s
     version, upsampled and concatenated to the input."""
     if cfg.scale < 2:
         raise UserError(f"model=sr_ddpm needs model.scale >= 2 (the upsampling factor), not {cfg.scale}.")
+    if cfg.get("residual", False) and not cfg.residual_scale > 0:
+        raise UserError(f"model.residual_scale={cfg.residual_scale}: the residual is multiplied by it, so it must be "
+                        "> 0 (8 brings ShapesWorld's residual near unit std).")
     return {"model": _unet(cfg, image_size, channels, num_classes, cond_channels=channels)}

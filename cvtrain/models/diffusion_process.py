@@ -25,6 +25,12 @@ SCHEDULES = ("linear", "cosine")
 TARGETS = ("eps", "v")
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+ClipFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def clip_to_images(x0: torch.Tensor) -> torch.Tensor:
+    """The samplers' default x̂_0 clipping: the process generates images, which live in [-1, 1]."""
+    return x0.clamp(-1, 1)
 
 
 def linear_betas(timesteps: int, start: float = 1e-4, end: float = 0.02) -> torch.Tensor:
@@ -119,10 +125,12 @@ class GaussianDiffusion:
             return (x_t - (1 - ab).sqrt() * out) / ab.sqrt(), out
         return ab.sqrt() * x_t - (1 - ab).sqrt() * out, (1 - ab).sqrt() * x_t + ab.sqrt() * out
 
-    def _denoised(self, model_fn: ModelFn, x_t: torch.Tensor, t: torch.Tensor, clip: bool):
+    def _denoised(self, model_fn: ModelFn, x_t: torch.Tensor, t: torch.Tensor, clip: bool | ClipFn):
+        """(x̂_0, ε̂) at x_t, x̂_0 clipped by `clip` (True: to [-1, 1]; a callable: its own
+        rule, e.g. a residual's, clipped where it becomes an image) and ε̂ made consistent."""
         x0, eps = self.split_output(model_fn(x_t, t), x_t, t)
-        if clip:  # images live in [-1, 1]; ε is made consistent with the clipped x̂_0
-            x0 = x0.clamp(-1, 1)
+        if clip:
+            x0 = (clip_to_images if clip is True else clip)(x0)
             ab = self._at(self.alpha_bar, t, x_t)
             eps = (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()
         return x0, eps
@@ -157,12 +165,14 @@ class GaussianDiffusion:
 
     @torch.no_grad()
     def sample(self, model_fn: ModelFn, shape: Sequence[int], sampler: str = "ddim", steps: int = 50,
-               eta: float = 0.0, clip: bool = True, generator: torch.Generator | None = None,
+               eta: float = 0.0, clip: bool | ClipFn = True, generator: torch.Generator | None = None,
                device: torch.device | str = "cpu", x_T: torch.Tensor | None = None,
                keep: int = 0) -> tuple[torch.Tensor, list[tuple[int, torch.Tensor]]]:
         """Images from noise: sampler "ddpm" (ancestral, all T steps) or "ddim" (`steps`
         steps, η = `eta`). Returns the samples and, with keep > 0, about `keep` snapshots
-        (t, x_t) along the way (the last one is x_0), for the denoising trajectory."""
+        (t, x_t) along the way (the last one is x_0), for the denoising trajectory.
+        `clip`: x̂_0 clamped to [-1, 1] at every step (True), left alone (False), or mapped
+        by a callable, for a process that generates something other than the images."""
         if sampler not in ("ddpm", "ddim"):
             from cvtrain.errors import unknown_choice
 

@@ -6,7 +6,9 @@ sees its label replaced by "no label" with probability task.p_uncond, so the sam
 is also the unconditional model that classifier-free guidance needs. model=sr_ddpm
 trains on images at dataset.image_size x model.scale, conditioned on their image_size
 version (downsampled, upsampled back bilinearly, noised at a random level: noise-
-conditioning augmentation); so dataset.image_size is always the base resolution.
+conditioning augmentation); so dataset.image_size is always the base resolution. With
+model.residual (sr_ddpm's default) the process generates the scaled residual over the
+bicubic upsample instead of the image (cvtrain/tasks/diffusion_sampling.py).
 
 Evaluation samples with a few DDIM steps (task.eval_steps) from the EMA weights:
 - a base model: FID and KID in the ShapesWorld feature space (the GAN task's) against
@@ -88,7 +90,7 @@ class DiffusionTask(ImageSetMeta, Task):
 
     def denoiser(self) -> Denoiser:
         """The active network (training: wrapped; evaluation: the EMA copy) as a sampler."""
-        return Denoiser(self.active["model"], self.process, self.num_classes, self.scale, float(self.cfg.model.noise_aug))
+        return Denoiser.from_model_config(self.active["model"], self.process, self.cfg.model, self.num_classes)
 
     def _resolve_monitor(self) -> None:
         """task.monitor=auto (or the default fid with sr_ddpm): fid (min) for a base model,
@@ -112,11 +114,13 @@ class DiffusionTask(ImageSetMeta, Task):
             dropped = torch.rand(len(labels), device=labels.device) < self.cfg.task.p_uncond
             labels = torch.where(dropped, torch.full_like(labels, self.num_classes), labels)
         extra: dict[str, torch.Tensor] = {}
+        target = x0
         if self.super_resolution:
-            level = denoiser.training_level(len(x0), x0.device)
-            extra = denoiser.condition(downsample(x0, self.scale), self.size, level)
+            low = downsample(x0, self.scale)
+            extra = denoiser.condition(low, self.size, denoiser.training_level(len(x0), x0.device))
+            target = denoiser.diffusion_target(x0, low)  # x0 itself, or the scaled residual over bicubic
         net = self.active["model"]
-        loss = self.process.loss(lambda x, t: net(x, t, labels, **extra), x0)
+        loss = self.process.loss(lambda x, t: net(x, t, labels, **extra), target)
         step("main", loss)
         return {"loss": loss.detach()}
 
