@@ -222,3 +222,37 @@ def test_clip_takes_a_callable_and_defaults_to_clamping_x0_to_plus_minus_1():
     assert torch.allclose(draw(True), torch.ones_like(x_T)) and torch.allclose(draw(False), torch.full_like(x_T, 3.0))
     assert torch.allclose(draw(own_rule), torch.full_like(x_T, 2.5)) and len(seen) == 5, "called once per step"
     assert torch.equal(draw(lambda x0: x0.clamp(-1, 1)), draw(True)), "the default is that clamp"
+
+
+@pytest.mark.parametrize("target", ["eps", "v"])
+def test_min_snr_weighting_is_the_x0_error_weighted_by_the_clamped_snr(target):
+    """Min-SNR-γ's definition (Hang et al. 2023) is in x_0 space: each image's
+    ||x̂_0 - x_0||² weighted by min(SNR_t, γ). The process trains on ε or v, so its loss
+    must equal that, computed here from x̂_0 (split_output) with no weights of the process;
+    and the simple loss must stay the plain MSE."""
+    torch.manual_seed(0)
+    gamma = 5.0
+    process = GaussianDiffusion.from_config("linear", 1000, target, "min_snr", gamma)
+    x0 = torch.rand(6, 3, 4, 4, dtype=torch.float64) * 2 - 1
+    noise = torch.randn_like(x0)
+    t = torch.tensor([0, 10, 100, 400, 800, 999])  # SNR from ~1e4 (clamped hard) to ~4e-5 (untouched)
+    net = lambda x, t_: 0.7 * x + 0.1  # any fixed function: a wrong output with a known x̂_0
+    loss = process.loss(net, x0, t, noise)
+    x_t = process.q_sample(x0, t, noise)
+    x0_hat, _ = process.split_output(net(x_t, t), x_t, t)
+    ab = process.alpha_bar[t]
+    snr = ab / (1 - ab)
+    expected = (snr.clamp(max=gamma) * (x0_hat - x0).pow(2).flatten(1).mean(1)).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    weights = process.loss_weights(t)
+    assert weights[0] < 1e-3 and weights[-1] == pytest.approx(1.0 if target == "eps" else snr[-1].item(), rel=1e-3)
+    simple = GaussianDiffusion.from_config("linear", 1000, target)
+    plain = torch.nn.functional.mse_loss(net(x_t, t).float(), simple.training_target(x0, t, noise).float())
+    assert simple.loss(net, x0, t, noise).item() == pytest.approx(plain.item(), rel=1e-6)
+
+
+def test_a_bad_loss_weighting_is_one_clear_error():
+    with pytest.raises(UserError, match="model.loss_weighting"):
+        GaussianDiffusion(linear_betas(10), "eps", "p2")
+    with pytest.raises(UserError, match="model.snr_gamma"):
+        GaussianDiffusion(linear_betas(10), "eps", "min_snr", 0.0)

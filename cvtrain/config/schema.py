@@ -365,6 +365,8 @@ class DiffusionModelConfig(ModelConfig):
     schedule: str = "linear"  # linear (1e-4 .. 0.02) | cosine
     timesteps: int = 1000  # T
     prediction: str = "eps"  # eps | v: what the network outputs
+    loss_weighting: str = "simple"  # simple (Ho et al.'s unweighted MSE) | min_snr (Min-SNR-γ: faster convergence)
+    snr_gamma: float = 5.0  # min_snr: the SNR above which steps stop gaining weight (the paper's 5)
     scale: int = 1  # sr_ddpm: upsampling factor; it trains on dataset.image_size * scale from image_size
     noise_aug: float = 0.0  # sr_ddpm: training noise augmentation of the low-res input, up to this fraction of T
     # sr_ddpm: generate (x_hr - bicubic(x_lr)) x residual_scale, not x_hr. Off here, so a checkpoint saved

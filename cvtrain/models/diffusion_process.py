@@ -2,7 +2,7 @@
 
 The process knows the noise schedule, how to noise an image (q(x_t | x_0), closed form),
 what the network is trained to predict (ε, or v = √ᾱ ε - √(1-ᾱ) x_0 of Salimans & Ho
-2022), the simple MSE loss, and how to sample: ancestral DDPM over all T steps (Ho et al.
+2022), the simple MSE loss (optionally Min-SNR-γ weighted, Hang et al. 2023), and how to sample: ancestral DDPM over all T steps (Ho et al.
 2020) and DDIM over any subsequence of them, η from 0 (deterministic) to 1 (Song et al.
 2021). The network is any `fn(x_t, t) -> output`: classifier-free guidance, class labels
 and super-resolution inputs are closed over by the caller, so nothing here depends on
@@ -23,6 +23,7 @@ from cvtrain.errors import UserError
 
 SCHEDULES = ("linear", "cosine")
 TARGETS = ("eps", "v")
+WEIGHTINGS = ("simple", "min_snr")
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 ClipFn = Callable[[torch.Tensor], torch.Tensor]
@@ -62,12 +63,16 @@ def make_betas(schedule: str, timesteps: int) -> torch.Tensor:
 class GaussianDiffusion:
     """Schedule, forward noising, training target and loss, and the samplers."""
 
-    def __init__(self, betas: torch.Tensor, target: str = "eps"):
-        if target not in TARGETS:
-            from cvtrain.errors import unknown_choice
+    def __init__(self, betas: torch.Tensor, target: str = "eps", weighting: str = "simple", snr_gamma: float = 5.0):
+        from cvtrain.errors import unknown_choice
 
+        if target not in TARGETS:
             raise unknown_choice("prediction target", target, TARGETS, "Set model.prediction=eps|v.")
-        self.target = target
+        if weighting not in WEIGHTINGS:
+            raise unknown_choice("loss weighting", weighting, WEIGHTINGS, "Set model.loss_weighting=simple|min_snr.")
+        if weighting == "min_snr" and not snr_gamma > 0:
+            raise UserError(f"model.snr_gamma={snr_gamma}: Min-SNR clamps the SNR at γ, so γ must be > 0 (the paper: 5).")
+        self.target, self.weighting, self.snr_gamma = target, weighting, float(snr_gamma)
         self.betas = betas.double()
         self.timesteps = len(betas)
         alphas = 1 - self.betas
@@ -79,8 +84,9 @@ class GaussianDiffusion:
         self.posterior_ct = (1 - self.alpha_bar_prev) * alphas.sqrt() / (1 - self.alpha_bar)
 
     @classmethod
-    def from_config(cls, schedule: str, timesteps: int, target: str) -> "GaussianDiffusion":
-        return cls(make_betas(schedule, timesteps), target)
+    def from_config(cls, schedule: str, timesteps: int, target: str, weighting: str = "simple",
+                    snr_gamma: float = 5.0) -> "GaussianDiffusion":
+        return cls(make_betas(schedule, timesteps), target, weighting, snr_gamma)
 
     @staticmethod
     def _at(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -108,13 +114,31 @@ class GaussianDiffusion:
 
     def loss(self, model_fn: ModelFn, x0: torch.Tensor, t: torch.Tensor | None = None,
              noise: torch.Tensor | None = None) -> torch.Tensor:
-        """The simple loss: MSE between the network's output at a random t and its target."""
+        """The simple loss: MSE between the network's output at a random t and its target;
+        with weighting="min_snr" each image's MSE is weighted as `loss_weights` says."""
         if t is None:
             t = torch.randint(0, self.timesteps, (len(x0),), device=x0.device)
         if noise is None:
             noise = torch.randn_like(x0)
         out = model_fn(self.q_sample(x0, t, noise), t)
-        return torch.nn.functional.mse_loss(out.float(), self.training_target(x0, t, noise).float())
+        target = self.training_target(x0, t, noise).float()
+        if self.weighting == "simple":
+            return torch.nn.functional.mse_loss(out.float(), target)
+        per_image = (out.float() - target).pow(2).flatten(1).mean(1)
+        return (self.loss_weights(t).to(per_image) * per_image).mean()
+
+    def loss_weights(self, t: torch.Tensor) -> torch.Tensor:
+        """Min-SNR-γ (Hang et al. 2023): the x_0-space loss weight min(SNR_t, γ) expressed
+        for the network's target, min(SNR, γ) / SNR for ε and min(SNR, γ) / (SNR + 1) for v.
+        Nearly clean steps (huge SNR), which only polish texture, stop dominating the
+        gradient, so the coarse structure that the noisy steps decide is learnt sooner
+        (the paper: 3.4x faster convergence). 1 everywhere with weighting="simple"."""
+        ab = self.alpha_bar.to(t.device)[t]
+        if self.weighting == "simple":
+            return torch.ones_like(ab)
+        snr = ab / (1 - ab)
+        clamped = snr.clamp(max=self.snr_gamma)
+        return clamped / snr if self.target == "eps" else clamped / (snr + 1)
 
     # --- from the network's output to x_0 and ε --------------------------------------
     def split_output(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -52,7 +52,8 @@ class DiffusionTask(ImageSetMeta, Task):
         from cvtrain.models.diffusion_process import GaussianDiffusion
 
         m = cfg.model
-        self.process = GaussianDiffusion.from_config(m.schedule, m.timesteps, m.prediction)
+        self.process = GaussianDiffusion.from_config(m.schedule, m.timesteps, m.prediction,
+                                                     m.get("loss_weighting", "simple"), m.get("snr_gamma", 5.0))
         self.scale = int(m.scale)
         self._datasets: dict[str, Any] = {}
         self._meta: dict[str, Any] = {}
