@@ -66,6 +66,26 @@ def test_an_ac_gan_step_adds_the_class_losses_to_both_networks(tmp_path):
     assert not torch.equal(head, trainer.task.models["discriminator"].classifier.weight), "the class head trained"
 
 
+def test_loss_g_class_weight_weighs_the_generators_class_term_alone(tmp_path):
+    """loss.g_class_weight sets G's class term apart from D's (loss.class_weight). Two
+    seeded one-step runs that differ only in it take the same D step and draw the same
+    noise, so their G losses differ by exactly the weight difference times G's class term."""
+    records = {}
+    for weight in (0.0, 2.0):
+        run = tmp_path / f"g{weight}"
+        run.mkdir()
+        trainer = _trainer(run, "model=dcgan", "model.num_classes=1", "model.d_classifier=true",
+                           "loss.class_weight=1.5", f"loss.g_class_weight={weight}", "trainer.max_steps=1",
+                           "logger.images=false")
+        assert (trainer.task.loss.class_weight, trainer.task.loss.g_class_weight) == (1.5, weight)
+        trainer.fit()
+        records[weight] = read_jsonl(run / "metrics.jsonl")[-1]
+    zero, two = records[0.0], records[2.0]
+    assert zero["train_loss_d"] == pytest.approx(two["train_loss_d"], rel=1e-6), "D's step does not depend on it"
+    assert zero["train_g_class"] == pytest.approx(two["train_g_class"], rel=1e-5)
+    assert two["train_loss_g"] - zero["train_loss_g"] == pytest.approx(2.0 * two["train_g_class"], rel=1e-4)
+
+
 def test_the_ema_is_kept_for_the_generator_only_and_samples_are_saved_as_grid_and_gif(tmp_path):
     trainer = _trainer(tmp_path, "model=dcgan", "trainer.epochs=2", "trainer.ema_decay=0.9")
     trainer.fit()

@@ -609,6 +609,7 @@ class LossConfig:
     dice_weight: float = 0.0  # segmentation: loss = cross-entropy + dice_weight * Dice
     gp_weight: float = 10.0  # gan, wgan_gp: weight of the gradient penalty (Gulrajani et al.'s lambda)
     class_weight: float = 1.0  # gan with model.d_classifier: weight of the auxiliary classification loss (AC-GAN)
+    g_class_weight: Optional[float] = None  # gan with model.d_classifier: G's class term's weight (null: class_weight)
     margin: float = 0.2  # retrieval, vse_hinge: the hinge's margin (VSE++)
     max_violation: bool = True  # retrieval, vse_hinge: hardest negative only (VSE++); false: sum over all (VSE0)
     warmup_epochs: int = 1  # retrieval, vse_hinge: epochs summing over all negatives before the hardest alone

@@ -163,7 +163,7 @@ class GANTask(ImageSetMeta, Task):
         loss_g = self.loss.g_loss(d_gen)
         if classes_gen is not None:  # ... and G draws images it classifies as the class asked for
             logs["g_class"] = F.cross_entropy(classes_gen, labels)
-            loss_g = loss_g + self.loss.class_weight * logs["g_class"]
+            loss_g = loss_g + self.loss.g_class_weight * logs["g_class"]
         step("generator", loss_g)
         logs = {name: value.detach() for name, value in logs.items()}
         return {"loss_d": loss_d.detach(), "loss_g": loss_g.detach(), "d_real": d_real.detach().mean(),

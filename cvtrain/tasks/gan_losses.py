@@ -24,9 +24,12 @@ class GANLoss:
     # cycle weights (100, 10) are relative to that term, so translation scales g_loss by this.
     reference_g_scale = 1.0
 
-    def __init__(self, gp_weight: float = 0.0, class_weight: float = 1.0):
+    def __init__(self, gp_weight: float = 0.0, class_weight: float = 1.0, g_class_weight: float | None = None):
         self.gp_weight = float(gp_weight)
         self.class_weight = float(class_weight)  # an AC-GAN discriminator's classification loss
+        # ... and the generator's: a smaller one keeps G's pull towards easily classified
+        # (exaggerated, single-colour) samples weaker than D's knowledge of the classes.
+        self.g_class_weight = self.class_weight if g_class_weight is None else float(g_class_weight)
 
     def d_loss(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -122,23 +125,30 @@ def gradient_penalty(discriminator, real: torch.Tensor, fake: torch.Tensor, labe
     return ((grad.float().flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
 
+def _class_weights(cfg) -> dict[str, float | None]:
+    """loss.class_weight for D's class term and loss.g_class_weight (default: the same) for G's."""
+    g_weight = cfg.get("g_class_weight", None)
+    return {"class_weight": float(cfg.get("class_weight", 1.0)),
+            "g_class_weight": None if g_weight is None else float(g_weight)}
+
+
 @LOSSES.register("non_saturating", family="gan")
 def non_saturating(cfg) -> GANLoss:
     """The original GAN's BCE, non-saturating for G: the default."""
-    return NonSaturatingLoss(class_weight=float(cfg.get("class_weight", 1.0)))
+    return NonSaturatingLoss(**_class_weights(cfg))
 
 
 @LOSSES.register("hinge", family="gan")
 def hinge(cfg) -> GANLoss:
-    return HingeLoss(class_weight=float(cfg.get("class_weight", 1.0)))
+    return HingeLoss(**_class_weights(cfg))
 
 
 @LOSSES.register("lsgan", family="gan")
 def lsgan(cfg) -> GANLoss:
-    return LeastSquaresLoss(class_weight=float(cfg.get("class_weight", 1.0)))
+    return LeastSquaresLoss(**_class_weights(cfg))
 
 
 @LOSSES.register("wgan_gp", family="gan")
 def wgan_gp(cfg) -> GANLoss:
     """Wasserstein loss + gp_weight (loss.gp_weight, default 10) x gradient penalty."""
-    return WassersteinGPLoss(gp_weight=float(cfg.get("gp_weight", 10.0)), class_weight=float(cfg.get("class_weight", 1.0)))
+    return WassersteinGPLoss(gp_weight=float(cfg.get("gp_weight", 10.0)), **_class_weights(cfg))
