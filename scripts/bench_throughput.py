@@ -17,11 +17,13 @@ Prints samples/s of each and the ratio cvtrain / plain (1.0 = no overhead).
 --task diffusion compares `cvtrain task=diffusion` (the DDPM U-Net of model=ddpm) with
 the DDPM loop written by hand: ᾱ from the linear β schedule, random t, x_t = √ᾱ x_0 +
 √(1-ᾱ) ε, labels dropped with task.p_uncond, MSE to ε, and what the config asks of the
-trainer done by hand too (channels_last, gradient clipping, an EMA of the weights).
+trainer done by hand too (channels_last, gradient clipping, an EMA of the weights, the
+autocast of trainer.precision, torch.compile with trainer.compile).
 """
 
 from __future__ import annotations
 
+import contextlib
 import argparse
 import statistics
 import sys
@@ -87,8 +89,10 @@ def plain_epoch(model, optimizer, data, batch_size: int, device, seed: int) -> t
     return steps * batch_size, time.perf_counter() - start
 
 
-def plain_diffusion_epoch(model, optimizer, data, batch_size: int, device, seed: int, cfg, ema) -> tuple[int, float]:
-    """DDPM's training loop as one writes it from Ho et al.'s Algorithm 1, on the same tensors."""
+def plain_diffusion_epoch(model, optimizer, data, batch_size: int, device, seed: int, cfg, ema,
+                          autocast=contextlib.nullcontext) -> tuple[int, float]:
+    """DDPM's training loop as one writes it from Ho et al.'s Algorithm 1, on the same tensors
+    (under the same autocast as cvtrain's, e.g. bf16 on a CPU or GPU)."""
     tcfg = cfg.trainer
     betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64) * (1000 / cfg.model.timesteps)
     alpha_bar = torch.cumprod(1 - betas, 0)[: cfg.model.timesteps].float().to(device)
@@ -108,7 +112,9 @@ def plain_diffusion_epoch(model, optimizer, data, batch_size: int, device, seed:
         t = torch.randint(0, len(alpha_bar), (len(x0),), device=device)
         ab = alpha_bar[t].view(-1, 1, 1, 1)
         noise = torch.randn_like(x0)
-        loss = torch.nn.functional.mse_loss(model(ab.sqrt() * x0 + (1 - ab).sqrt() * noise, t, y), noise)
+        with autocast():
+            out = model(ab.sqrt() * x0 + (1 - ab).sqrt() * noise, t, y)
+        loss = torch.nn.functional.mse_loss(out.float(), noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if tcfg.clip_grad_norm > 0:
@@ -155,9 +161,12 @@ def main() -> None:
             if cfg.trainer.channels_last:
                 plain_model = plain_model.to(memory_format=torch.channels_last)
             ema = copy.deepcopy(plain_model) if cfg.trainer.ema_decay > 0 else None
+            if cfg.trainer.compile:  # as the trainer does: the same parameters, a compiled forward
+                plain_model = torch.compile(plain_model)
 
             def loop(model, optimizer, data, batch_size, device, seed):
-                return plain_diffusion_epoch(model, optimizer, data, batch_size, device, seed, cfg, ema)
+                return plain_diffusion_epoch(model, optimizer, data, batch_size, device, seed, cfg, ema,
+                                             trainer.precision.autocast)
         else:
             loop = plain_epoch
         print(f"model={cfg.model.name} device={trainer.device} batch={batch} samples/epoch={len(loader) * batch} "

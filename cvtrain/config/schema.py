@@ -667,7 +667,7 @@ class TrainerConfig:
     val_every_steps: int = 0  # ... or, when > 0, every N optimizer steps
     grad_accum: int = 1
     clip_grad_norm: float = 0.0  # 0 disables clipping
-    precision: Precision = Precision.auto
+    precision: Precision = Precision.auto  # auto: bf16 on a CUDA GPU that has it, else fp32; bf16 also on a CPU
     channels_last: bool = False
     compile: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
