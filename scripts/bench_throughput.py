@@ -23,8 +23,8 @@ autocast of trainer.precision, torch.compile with trainer.compile).
 
 from __future__ import annotations
 
-import contextlib
 import argparse
+import contextlib
 import statistics
 import sys
 import time

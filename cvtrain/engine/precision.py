@@ -3,8 +3,8 @@
 bf16 and fp16 autocast run on CUDA. On a CPU, `auto` and `fp16` train in fp32 (a request
 for fp16 is logged and ignored rather than failing, so one config runs on a laptop and on
 a GPU node), while an explicit `bf16` is honoured: CPUs with native bf16 (AVX512-BF16,
-AMX) run convolutions and matmuls about 1.3x faster under bf16 autocast (the DDPM U-Net:
-161 against 124 samples/s on a 2-core Xeon), and on CPUs without it bf16 is emulated and
+AMX) run convolutions and matmuls faster under bf16 autocast (the DDPM U-Net's training
+step: 145-164 against 119-132 samples/s on a 2-core Xeon), and on CPUs without it bf16 is emulated and
 slower, which a warning says. bf16 needs no GradScaler.
 """
 
