@@ -41,7 +41,9 @@ def main() -> None:
 
     import torchvision.utils
 
-    from cvtrain.data.shapesworld import ShapesWorldSpec, load_split
+    from omegaconf import OmegaConf
+
+    from cvtrain.data.shapes import load
     from cvtrain.tasks.diffusion_sampling import Denoiser, to_uint8
     from cvtrain.tasks.generated_scores import classifier_indices, feature_extractor
 
@@ -53,11 +55,12 @@ def main() -> None:
     if not classes or indices is None:
         raise SystemExit(f"{args.ckpt}: not a class-conditional ShapesWorld model (classes {classes})")
 
+    ours = {int(k): i for i, k in enumerate(indices)}  # classifier index -> the checkpoint's class index
+
     def classify(images: torch.Tensor) -> np.ndarray:
         """The checkpoint's class index the classifier assigns to each uint8 image."""
         known = extractor.classify(extractor.extract(images.float() / 255.0))
-        back = {int(k): i for i, k in enumerate(indices)}
-        return np.array([back.get(int(k), -1) for k in known])
+        return np.array([ours.get(int(k), -1) for k in known])
 
     asked = torch.arange(len(classes)).repeat_interleave(args.per_class)
     generator = torch.Generator().manual_seed(args.seed)
@@ -68,10 +71,7 @@ def main() -> None:
     torchvision.utils.save_image(samples.float() / 255, args.grid, nrow=min(args.per_class, 20))
     print(f"grid: {args.grid}")
 
-    config = state["config"]["dataset"]
-    data = load_split("val", int(config["num_val"]), ShapesWorldSpec(
-        image_size=info["size"], min_objects=int(config["min_objects"]), max_objects=int(config["max_objects"]),
-        seed=int(config["seed"])))
+    data = load(OmegaConf.create(state["config"]["dataset"]), "val")  # the split the run evaluated on
     real = torch.from_numpy(data.images).permute(0, 3, 1, 2)
     report("real val images", classify(real), np.asarray(data.labels), classes)
 
