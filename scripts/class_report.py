@@ -34,6 +34,7 @@ def report(name: str, predicted: np.ndarray, asked: np.ndarray, classes: list[st
 def gan_sampler(state: dict, args):
     """uint8 samples of the asked classes from a GAN checkpoint's EMA generator (else the trained one)."""
     from cvtrain.config.schema import typed_section
+    from cvtrain.engine.checkpoint import sampling_weights
     from cvtrain.registry import MODELS
     from cvtrain.tasks.gan import to_uint8
 
@@ -45,10 +46,7 @@ def gan_sampler(state: dict, args):
     size, channels = int(config["dataset"]["image_size"]), int(meta.get("channels", 3))
     generator = MODELS.get(model_cfg.name, families=("gan",))(model_cfg, image_size=size, channels=channels,
                                                                num_classes=len(classes))["generator"]
-    weights = state["models"]["generator"]
-    ema = (state.get("ema") or {}).get("generator")
-    if ema is not None:  # an AveragedModel's state: "module." + the network's keys, and n_averaged
-        weights = {k.removeprefix("module."): v for k, v in ema.items() if k.startswith("module.")}
+    weights, is_ema = sampling_weights(state, "generator")
     generator.load_state_dict(weights)
     generator.eval()
 
@@ -56,7 +54,7 @@ def gan_sampler(state: dict, args):
     def sample(labels: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
         return to_uint8(generator(torch.randn(len(labels), generator.latent_dim, generator=rng), labels))
 
-    return sample, {"size": size, "class_names": classes, "how": "EMA generator" if ema is not None else "generator"}
+    return sample, {"size": size, "class_names": classes, "how": "EMA generator" if is_ema else "generator"}
 
 
 def diffusion_sampler(state: dict, args):

@@ -121,6 +121,18 @@ def _refused_name(text: str) -> str | None:
     return None
 
 
+def sampling_weights(state: dict[str, Any], name: str) -> tuple[dict[str, Any], bool]:
+    """Model `name`'s weights to sample or evaluate with: its EMA's when the run kept one,
+    else the trained ones; and whether they are the EMA's. The EMA is saved as the
+    trainer's AveragedModel state ("module." + the network's keys, and n_averaged), so the
+    format is read here, beside where it is written.
+    """
+    ema = (state.get("ema") or {}).get(name)
+    if ema is None:
+        return state["models"][name], False
+    return {k.removeprefix("module."): v for k, v in ema.items() if k.startswith("module.")}, True
+
+
 def rng_state() -> dict[str, Any]:
     """Every random generator's state, as types weights_only loading accepts."""
     np_state = np.random.get_state()

@@ -184,6 +184,7 @@ class Denoiser:
         """The EMA weights (else the trained ones) of a diffusion checkpoint, as a Denoiser,
         and what it needs to know: its output size, channels, classes, low-res size."""
         from cvtrain.config.schema import typed_section
+        from cvtrain.engine.checkpoint import sampling_weights
         from cvtrain.registry import MODELS
 
         config = state.get("config", {})
@@ -200,11 +201,7 @@ class Denoiser:
         channels = int(meta.get("channels", 3))
         net = MODELS.get(model_cfg.name, families=("diffusion",))(model_cfg, image_size=size, channels=channels,
                                                                    num_classes=num_classes)["model"]
-        weights = state["models"]["model"]
-        ema = (state.get("ema") or {}).get("model")
-        if ema is not None:  # an AveragedModel's state: "module." + the network's keys, and n_averaged
-            weights = {k.removeprefix("module."): v for k, v in ema.items() if k.startswith("module.")}
-        net.load_state_dict(weights)
+        net.load_state_dict(sampling_weights(state, "model")[0])
         net.to(device).eval()
         process = GaussianDiffusion.from_config(model_cfg.schedule, model_cfg.timesteps, model_cfg.prediction)
         info = {"size": size, "lowres_size": lowres_size, "channels": channels, "class_names": classes,
