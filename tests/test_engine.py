@@ -385,3 +385,26 @@ def test_three_discriminator_steps_per_generator_step_under_float16_with_a_grad_
     state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
     assert state["trainer"]["optimizer_steps"] == trainer.optimizer_steps
     assert set(state["scalers"]) == {"discriminator", "generator"}
+
+
+def test_sampling_weights_reads_the_ema_the_trainer_saves_else_the_trained_weights():
+    """The EMA is saved as AveragedModel state; sampling_weights turns it back into the
+    network's own keys (strict load), and falls back to the trained weights without one."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    net = nn.Linear(3, 2)
+    ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(0.5), use_buffers=True)
+    ema.update_parameters(net)  # the first update copies the network
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    ema.update_parameters(net)  # ... the second averages: EMA weight = trained weight - 0.5
+    state = {"models": {"net": net.state_dict()}, "ema": {"net": ema.state_dict()}}
+
+    weights, is_ema = checkpoint.sampling_weights(state, "net")
+    fresh = nn.Linear(3, 2)
+    fresh.load_state_dict(weights)  # strict: exactly the network's keys, n_averaged dropped
+    assert is_ema
+    assert torch.equal(fresh.weight, ema.module.weight) and not torch.equal(fresh.weight, net.weight)
+
+    weights, is_ema = checkpoint.sampling_weights({"models": state["models"], "ema": {}}, "net")
+    assert not is_ema and torch.equal(weights["weight"], net.weight)
