@@ -48,6 +48,7 @@ BAD_INPUT = [
     (["trainer.epocs=3"], "unknown config key 'trainer.epocs'. Did you mean 'trainer.epochs'?"),
     (["trainer.epochs=abc"], "trainer.epochs: Value 'abc' of type 'str' could not be converted to Integer. Pass an integer."),
     (["mode=tran"], "expected one of [train, eval, predict]"),
+    (["task=retrieval", "dataset.captions=terse"], "dataset.captions: Invalid value 'terse', expected one of [varied, detailed]"),
     (["dataset=image_folder"], "dataset.root is required but not set"),
     (["dataset=mnist", "dataset.root=/no/such/mnist"], "/no/such/mnist"),
     (["dataset=image_folder", "dataset.root=/no/such/folder"], "/no/such/folder"),

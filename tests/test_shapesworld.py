@@ -14,7 +14,7 @@ import pytest
 
 from cvtrain.data import shapesworld as sw
 from cvtrain.data.shapesworld import store
-from cvtrain.data.shapesworld.language import COLOUR_WORDS, SHAPE_WORDS
+from cvtrain.data.shapesworld.language import COLOUR_WORDS, RELATION_WORDS, SHAPE_WORDS
 from cvtrain.data.shapesworld.render import edge_map
 from cvtrain.data.shapesworld.scene import Obj, relation
 from cvtrain.data.shapesworld.spec import SHAPES, class_id
@@ -170,6 +170,49 @@ def test_captions_are_five_true_sentences(data):
             words = caption.split()
             assert {SHAPE_WORDS[w] for w in words if w in SHAPE_WORDS} <= shapes, caption
             assert {w for w in words if w in COLOUR_WORDS} <= colours, caption
+
+
+_SIZE = {"small": "small", "little": "small", "medium": "medium", "large": "large", "big": "large"}
+_FULL = rf"an? ({'|'.join(_SIZE)}) ({'|'.join(sorted(COLOUR_WORDS))}) ({'|'.join(SHAPES)})"
+_RELATIONS = {w: rel for rel, words in RELATION_WORDS.items() for w in words}
+_REL = "|".join(sorted(_RELATIONS, key=len, reverse=True))
+
+
+def _triple(m: re.Match, at: int = 1) -> tuple[str, str, str]:
+    return _SIZE[m[at]], m[at + 1], m[at + 2]
+
+
+def test_detailed_captions_name_every_object_in_full_and_their_relations_are_true(data):
+    """Each of the five names every object once with its size, colour and shape; every
+    'X left of Y' / 'X left of it' (it: the largest shape) holds for some such objects."""
+    full, related = re.compile(_FULL), re.compile(rf"{_FULL} ({_REL}) (?:{_FULL}|(it))\b")
+    for caps, objects in zip(data.detailed_captions, data.objects):
+        objs = [Obj.from_dict(o) for o in objects]
+        triples = Counter((o.size, o.colour, o.shape) for o in objs)
+        assert len(caps) == 5 and len(set(caps)) == 5, caps
+        for caption in caps:
+            assert re.fullmatch(r"[a-z ,:]+", caption) and caption == " ".join(caption.split()), caption
+            assert Counter(_triple(m) for m in full.finditer(caption)) == triples, caption
+            for m in related.finditer(caption):
+                rel = _RELATIONS[m[4]]
+                first = [o for o in objs if (o.size, o.colour, o.shape) == _triple(m)]
+                second = [objs[0]] if m[8] else [o for o in objs if (o.size, o.colour, o.shape) == _triple(m, 5)]
+                assert any(relation(a, b) == rel for a in first for b in second if a is not b), caption
+    relations = sum(bool(related.search(c)) for caps in data.detailed_captions for c in caps)
+    assert relations > len(data), "the relation templates must be exercised"
+
+
+def test_detailed_captions_are_seeded_per_sample_and_leave_the_varied_ones_alone(data):
+    again = sw.generate_split("val", 20, sw.ShapesWorldSpec())
+    assert again.detailed_captions == data.detailed_captions[:20]
+    assert again.captions == data.captions[:20] and again.detailed_captions != again.captions
+    other_seed = sw.generate_split("val", 20, sw.ShapesWorldSpec(seed=1))
+    assert other_seed.detailed_captions != again.detailed_captions
+
+
+def test_object_dicts_round_trip(data):
+    for objects in data.objects[:20]:
+        assert [Obj.from_dict(o).to_dict() for o in objects] == objects
 
 
 def test_corpus_is_all_captions(data):

@@ -39,6 +39,15 @@ class Progress(str, Enum):
     none = "none"
 
 
+class CaptionStyle(str, Enum):
+    """ShapesWorld's captions: `varied`, five annotator-style sentences that each mention one
+    or two properties (captioning's references); `detailed`, five that each name every
+    object's size, colour and shape, so that a caption picks out its own scene (retrieval)."""
+
+    varied = "varied"
+    detailed = "detailed"
+
+
 @dataclass
 class TaskConfig:
     """What every task has. Each conf/task/*.yaml picks its own schema below (`- _detection@task`),
@@ -490,6 +499,9 @@ class DatasetConfig:
     num_train: int = 8000
     num_val: int = 1000
     num_test: int = 1000
+    # ShapesWorld's captions (varied | detailed, see CaptionStyle): here for the same reason,
+    # retrieval's task file picks `detailed`; captions read from files are what they are.
+    captions: CaptionStyle = CaptionStyle.varied
 
 
 @dataclass

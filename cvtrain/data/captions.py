@@ -48,11 +48,13 @@ def _register(name: str):
 
 @_register("shapes")
 def shapes_captions(cfg, split: str) -> CaptionedImages:
+    """dataset.captions picks ShapesWorld's varied captions or its detailed ones."""
     from cvtrain.data.shapes import load
 
     data = load(cfg, split)
     images = torch.from_numpy(data.images).permute(0, 3, 1, 2).contiguous()
-    return CaptionedImages([list(c) for c in data.captions], list(range(len(data))), images=images)
+    captions = data.detailed_captions if getattr(cfg, "captions", "varied") == "detailed" else data.captions
+    return CaptionedImages([list(c) for c in captions], list(range(len(data))), images=images)
 
 
 @_register("coco_captions")

@@ -100,6 +100,11 @@ class Obj:
             "angle": float(self.angle),
         }
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Obj":
+        """The inverse of to_dict (what a cached split stores per object)."""
+        return cls(d["shape"], d["colour"], d["size"], tuple(d["centre"]), d["radius"], d["angle"])
+
 
 @dataclass
 class Scene:

@@ -24,16 +24,18 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .language import captions, questions
+from .language import captions, detailed_captions, questions
 from .render import render_all
-from .scene import Scene, sample_scene
+from .scene import Obj, Scene, sample_scene
 from .situations import situation
 from .spec import GENERATOR_VERSION, SHAPES, ShapesWorldSpec, split_id
 
 log = logging.getLogger(__name__)
 
 # Seed streams per sample: changing the grammar must not change the pixels, and vice versa.
-_SCENE, _PIXELS, _TEXT = 0, 1, 2
+# The detailed captions are drawn at load time from the stored objects, so adding them
+# changed no cache.
+_SCENE, _PIXELS, _TEXT, _DETAILED_TEXT = 0, 1, 2, 3
 _MEMO: dict[str, "ShapesWorldSplit"] = {}
 
 
@@ -78,6 +80,16 @@ class ShapesWorldSplit:
         else:
             masks = _unpack(self.packed_masks[lo:hi], self.spec.image_size)
         return self.boxes[lo:hi], self.classes[lo:hi], masks
+
+    @cached_property
+    def detailed_captions(self) -> list[list[str]]:
+        """Five captions per sample that each name every object in full (language.py:
+        detailed_captions), for retrieval; seeded per sample like everything else."""
+        seed, split = self.spec.seed, split_id(self.split)
+        return [
+            detailed_captions([Obj.from_dict(o) for o in objects], np.random.default_rng([seed, split, i, _DETAILED_TEXT]))
+            for i, objects in enumerate(self.objects)
+        ]
 
     def text_corpus(self) -> list[str]:
         """All captions, one sentence per item, in sample order (language modelling)."""
