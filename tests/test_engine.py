@@ -91,7 +91,7 @@ def test_two_optimizers_stepped_by_the_task_train_a_gan(tmp_path):
     assert results["mean_error"] < 0.3, results
 
 
-def test_bf16_on_a_cpu_trains_under_autocast_with_fp32_weights(tmp_path):
+def test_bf16_on_a_cpu_trains_under_autocast_with_fp32_weights(tmp_path, caplog):
     """trainer.precision=bf16 is honoured on a CPU (native bf16 there is ~1.3x faster for
     convolutions); fp16 there still falls back to fp32, and auto stays fp32."""
     from cvtrain.engine.precision import resolve
@@ -109,7 +109,9 @@ def test_bf16_on_a_cpu_trains_under_autocast_with_fp32_weights(tmp_path):
     task = Bf16GAN(_cfg(tmp_path, "trainer.precision=bf16"))
     trainer = Trainer(task.cfg, task, tmp_path)
     assert trainer.precision.dtype is torch.bfloat16 and not trainer.precision.needs_scaler
-    results = trainer.fit()
+    with caplog.at_level("INFO", logger="cvtrain"):
+        results = trainer.fit()
+    assert "on cpu (bf16) for" in caplog.text, "the start-up line names the precision as trainer.precision does"
     assert set(seen) == {torch.bfloat16}, "the discriminator ran under bf16 autocast"
     assert all(p.dtype is torch.float32 for m in task.models.values() for p in m.parameters()), "weights stay fp32"
     assert not any(s.is_enabled() for s in trainer.scalers.values()), "bf16 needs no loss scaling"

@@ -25,6 +25,11 @@ class Precision:
     device_type: str
 
     @property
+    def name(self) -> str:
+        """fp32, bf16 or fp16: the trainer.precision value that selects it (for logs)."""
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+
+    @property
     def needs_scaler(self) -> bool:
         return self.dtype is torch.float16
 
