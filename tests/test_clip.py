@@ -5,6 +5,7 @@ That clip trains, resumes, evaluates and predicts through the CLI is tests/test_
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -123,6 +124,51 @@ def test_predict_ranks_the_given_labels_for_each_image(tmp_path):
         assert sum(record["top"].values()) == pytest.approx(1.0)
         assert record["prediction"] == next(iter(record["top"])) == max(record["top"], key=record["top"].get)
     assert (out / "images" / "predictions.png").is_file()
+
+
+def _shapes_as_image_folder(root, image_size: int):
+    """ShapesWorld's train and val scenes as root/{train,val}/<shape>/<i>.png (lossless)."""
+    from PIL import Image
+
+    from cvtrain.data.shapesworld import SHAPES, ShapesWorldSpec, load_split
+
+    for split, count in (("train", 64), ("val", 32)):
+        data = load_split(split, count, ShapesWorldSpec(image_size=image_size))
+        for i, (image, label) in enumerate(zip(data.images, data.labels)):
+            folder = root / split / SHAPES[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(folder / f"{i}.png")
+    return root
+
+
+def test_a_trained_model_is_scored_zero_shot_on_any_classification_data_set(tmp_path, capsys):
+    """The same val scenes as ShapesWorld and as an image folder (another data set, its
+    classes from folder names): the same zero-shot accuracy; the folder has no captions,
+    so no retrieval scores, and training on it is refused with the way to use it."""
+    run = tmp_path / "run"
+    cli_in_process([*SMALL, "trainer.max_steps=6", f"hydra.run.dir={run}"])
+    ckpt = run / "checkpoints" / "last.pt"
+    cli_in_process([*SMALL, "mode=eval", f"ckpt={ckpt}", "split=val", f"hydra.run.dir={tmp_path / 'shapes'}"])
+    on_shapes = json.loads((tmp_path / "shapes" / "eval.json").read_text())
+    root = _shapes_as_image_folder(tmp_path / "folder", 16)
+    # read at 32 pixels, as another data set's files would be: resized to the model's 16
+    folder_args = ["dataset=image_folder", f"dataset.root={root}", "dataset.image_size=32"]
+    cli_in_process(["task=clip", "mode=eval", f"ckpt={ckpt}", "split=val", *folder_args, "trainer.progress=none",
+                    f"hydra.run.dir={tmp_path / 'eval'}"])
+    on_folder = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert not any(key.startswith(("t2i", "i2t")) for key in on_folder), on_folder
+    assert 0 <= on_folder["linear_probe_acc"] <= 1
+    cli_in_process(["task=clip", "mode=eval", f"ckpt={ckpt}", "split=val", *folder_args[:2], "dataset.image_size=16",
+                    "trainer.progress=none", f"hydra.run.dir={tmp_path / 'same_size'}"])
+    same_size = json.loads((tmp_path / "same_size" / "eval.json").read_text())
+    for key in ("zero_shot_acc", "linear_probe_acc"):  # the probe: on the same 64 training scenes
+        assert same_size[key] == pytest.approx(on_shapes[key], abs=1 / 32 + 1e-9), key  # one image at most
+    assert 0 <= on_folder["zero_shot_acc"] <= 1
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        cli_in_process(["task=clip", *folder_args, "trainer.max_steps=1", f"hydra.run.dir={tmp_path / 'train'}"])
+    assert exited.value.code == 2
+    assert "dataset=image_folder has no captions" in capsys.readouterr().err
 
 
 def test_the_linear_probe_separates_separable_features_and_not_noise():

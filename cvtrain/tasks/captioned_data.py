@@ -46,10 +46,11 @@ class CaptionedSplits:
             self.vocab = Vocabulary.build(lines, min_freq=dcfg.min_freq, max_size=dcfg.max_vocab or None)
         return self.vocab
 
-    def encode(self, sentences: list[str]) -> torch.Tensor:
-        """(N, L) token ids, <bos> sentence <eos> <pad>..., L = dataset.max_caption_len + 2;
-        a longer sentence is cut, its <eos> kept."""
-        vocab, length = self.vocabulary(), self.cfg.dataset.max_caption_len + 2
+    def encode(self, sentences: list[str], max_len: int | None = None) -> torch.Tensor:
+        """(N, L) token ids, <bos> sentence <eos> <pad>..., L = max_len (default
+        dataset.max_caption_len) + 2; a longer sentence is cut, its <eos> kept."""
+        vocab = self.vocabulary()
+        length = (self.cfg.dataset.max_caption_len if max_len is None else max_len) + 2
         out = torch.full((len(sentences), length), vocab.PAD, dtype=torch.long)
         for i, sentence in enumerate(sentences):
             ids = vocab.encode(tokenize(sentence)[: length - 2], add_bos=True, add_eos=True)

@@ -7,6 +7,8 @@ retrieval Recall@K both ways (as task=retrieval), and, when the data set has a
 classification view (ShapesWorld: the main object's shape), zero-shot accuracy (each
 class's text embedding is the mean of its prompt templates' embeddings) and
 linear-probe accuracy (logistic regression on frozen image features, train -> split).
+A trained checkpoint is scored the same way on any classification data set
+(`mode=eval ckpt=PATH dataset=image_folder dataset.root=DIR`: zero-shot and probe only).
 `mode=predict input=IMAGES labels=[circle,square]` ranks the labels for each image.
 """
 
@@ -42,10 +44,37 @@ class ClipTask(JointEmbeddingTask):
     def after_optimizer_step(self, name: str) -> None:
         unwrap(self.models["model"]).clamp_scale()
 
-    # --- classes: the data set's classification view ---------------------------
+    # --- data: captioned images to train on, any classification data set to score on --
+    def captioned(self) -> bool:
+        """Whether the data set has captions (ShapesWorld, COCO captions, a Karpathy split).
+        One without (digits, CIFAR-10, an image folder) serves zero-shot and linear-probe
+        scoring of a trained checkpoint: `mode=eval ckpt=PATH dataset=image_folder ...`."""
+        return self.cfg.dataset.name in DATASETS.names(("clip",))
+
+    def _require_captions(self) -> None:
+        if not self.captioned():
+            raise UserError(
+                f"dataset={self.cfg.dataset.name} has no captions, and CLIP trains on captioned images "
+                f"({', '.join(DATASETS.names(('clip',)))}); a classification data set scores a trained model "
+                "zero-shot: mode=eval ckpt=PATH.")
+
+    def build_dataset(self, split: str):
+        self._require_captions()
+        return super().build_dataset(split)
+
+    def build_models(self):
+        if not self.checkpoints:  # training: the vocabulary comes from the training captions
+            self._require_captions()
+        return super().build_models()
+
+    def eval_batches(self, split: str, env):
+        """Captioned data: a loader (retrieval scores). Without captions nothing to
+        iterate: finish_eval scores the classification view alone."""
+        return None if self.captioned() else []
+
     def labelled(self, split: str) -> tuple[torch.Tensor, torch.Tensor, list[str]] | None:
-        """(uint8 RGB images, labels, class names) of the data set's classification view of
-        `split`, or None when it has none (COCO captions)."""
+        """(uint8 RGB images at the model's input size, labels, class names) of the data
+        set's classification view of `split`, or None when it has none (COCO captions)."""
         if split not in self._labelled:
             name = self.cfg.dataset.name
             view = None
@@ -54,9 +83,18 @@ class ClipTask(JointEmbeddingTask):
                 samples = [data[i] for i in range(len(data))] if not hasattr(data, "fields") else None
                 images = data.fields["image"] if samples is None else torch.stack([s["image"] for s in samples])
                 labels = data.fields["label"] if samples is None else torch.stack([s["label"] for s in samples])
-                view = (images.expand(-1, 3, -1, -1), labels, list(data.class_names))
+                view = (self._as_inputs(images), labels, list(data.class_names))
             self._labelled[split] = view
         return self._labelled[split]
+
+    def _as_inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 1|3, H, W) -> uint8 RGB at the model's input size (grey repeated)."""
+        images = images.expand(-1, 3, -1, -1)
+        size = self.input_size()
+        if images.shape[-2:] == (size, size):
+            return images
+        resized = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        return resized.round().clamp(0, 255).to(torch.uint8)
 
     def class_embeddings(self, names: list[str]) -> torch.Tensor:
         """(C, D): each class's prompt embeddings (task.templates) averaged, renormalised."""
@@ -67,7 +105,7 @@ class ClipTask(JointEmbeddingTask):
 
     # --- evaluation -----------------------------------------------------------
     def finish_eval(self) -> dict[str, float]:
-        scores = super().finish_eval()
+        scores = super().finish_eval() if self.captioned() else {}
         view = self.labelled(self._eval_split) if self.cfg.task.zero_shot or self.cfg.task.linear_probe else None
         if view is None:
             return scores

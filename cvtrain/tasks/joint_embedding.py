@@ -35,6 +35,7 @@ class JointEmbeddingTask(Task):
         super().__init__(cfg)
         self.splits = CaptionedSplits(cfg, self.name)
         self._eval_split = "val"
+        self.checkpoints: dict[str, dict] = {}  # set by the app in eval / predict: every loaded checkpoint
 
     # --- data and model -------------------------------------------------------
     def build_dataset(self, split: str):
@@ -42,9 +43,20 @@ class JointEmbeddingTask(Task):
 
     def build_models(self) -> dict[str, nn.Module]:
         builder = MODELS.get(self.cfg.model.name, families=tuple(self.cfg.task.families))
-        model = builder(self.cfg.model, vocab_size=len(self.splits.vocabulary()),
-                        image_size=self.cfg.dataset.image_size)
+        model = builder(self.cfg.model, vocab_size=len(self.splits.vocabulary()), image_size=self.input_size())
         return {"model": model}
+
+    def input_size(self) -> int:
+        """The image size the model takes (a data set evaluated or predicted from may be
+        read at another size)."""
+        return int(self.trained_with("image_size"))
+
+    def trained_with(self, key: str):
+        """dataset.`key` as the model was trained: its checkpoint's, when one is loaded (the
+        data set scored may be another one, without captions), else this run's."""
+        for state in self.checkpoints.values():
+            return state["config"]["dataset"][key]
+        return self.cfg.dataset[key]
 
     @property
     def encoder(self) -> nn.Module:
@@ -55,7 +67,8 @@ class JointEmbeddingTask(Task):
         return self.encoder.encode_image(normalize(images)).float()
 
     def embed_sentences(self, sentences: list[str]) -> torch.Tensor:
-        return self.encoder.encode_text(self.splits.encode(sentences).to(self.device)).float()
+        tokens = self.splits.encode(sentences, int(self.trained_with("max_caption_len")))
+        return self.encoder.encode_text(tokens.to(self.device)).float()
 
     # --- training -------------------------------------------------------------
     def train_step(self, batch, step):
@@ -109,7 +122,7 @@ class JointEmbeddingTask(Task):
         raise NotImplementedError
 
     def load_images(self, paths: list[Path]) -> torch.Tensor:
-        size = self.cfg.dataset.image_size
+        size = self.input_size()
         return torch.stack([load_image(p, size, 3) for p in paths]).to(self.device)
 
     def gallery(self) -> tuple[torch.Tensor, list[str]]:
