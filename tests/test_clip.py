@@ -164,6 +164,15 @@ def test_a_trained_model_is_scored_zero_shot_on_any_classification_data_set(tmp_
     for key in ("zero_shot_acc", "linear_probe_acc"):  # the probe: on the same 64 training scenes
         assert same_size[key] == pytest.approx(on_shapes[key], abs=1 / 32 + 1e-9), key  # one image at most
     assert 0 <= on_folder["zero_shot_acc"] <= 1
+    from conftest import compose_cfg
+
+    from cvtrain.tasks.clip import ClipTask
+
+    task = ClipTask(compose_cfg(["task=clip", *folder_args]))
+    images, labels, names = task.labelled("train", 16)  # the linear probe's sample of a class-sorted folder
+    assert images.shape == (16, 3, 32, 32) and len(set(labels.tolist())) >= 4, labels
+    again = ClipTask(compose_cfg(["task=clip", *folder_args])).labelled("train", 16)
+    assert torch.equal(again[0], images) and len(names) == 6, "seeded: the same sample every time"
     capsys.readouterr()
     with pytest.raises(SystemExit) as exited:
         cli_in_process(["task=clip", *folder_args, "trainer.max_steps=1", f"hydra.run.dir={tmp_path / 'train'}"])

@@ -163,7 +163,7 @@ class ClipTaskConfig(RetrievalTaskConfig):
     templates: list[str] = field(default_factory=lambda: ["a photo of a {}."])
     zero_shot: bool = True  # score zero-shot accuracy on the data set's classification view, when it has one
     linear_probe: bool = True  # logistic regression on frozen image features, train -> eval split
-    probe_samples: int = 2000  # training images of the linear probe (the first ones of train)
+    probe_samples: int = 2000  # training images of the linear probe (a seeded random subset of train)
     probe_weight_decay: float = 1e-3  # L2 penalty of the probe's logistic regression
 
 

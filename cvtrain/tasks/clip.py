@@ -35,7 +35,7 @@ class ClipTask(JointEmbeddingTask):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self._labelled: dict[str, tuple[torch.Tensor, torch.Tensor, list[str]] | None] = {}
+        self._labelled: dict[tuple, tuple[torch.Tensor, torch.Tensor, list[str]] | None] = {}
 
     def contrastive_loss(self, image: torch.Tensor, text: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
         (scale,) = rest
@@ -72,20 +72,33 @@ class ClipTask(JointEmbeddingTask):
         iterate: finish_eval scores the classification view alone."""
         return None if self.captioned() else []
 
-    def labelled(self, split: str) -> tuple[torch.Tensor, torch.Tensor, list[str]] | None:
+    def labelled(self, split: str, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor, list[str]] | None:
         """(uint8 RGB images at the model's input size, labels, class names) of the data
-        set's classification view of `split`, or None when it has none (COCO captions)."""
-        if split not in self._labelled:
+        set's classification view of `split` (a seeded random `limit` of it, in data set
+        order: an image folder lists its classes one after another), or None when it has
+        none (COCO captions). Only the images kept are read."""
+        key = (split, limit)
+        if key not in self._labelled:
             name = self.cfg.dataset.name
             view = None
             if name in DATASETS.names(("classification",)):
                 data = DATASETS.get(name, families=("classification",))(self.cfg.dataset, split)
-                samples = [data[i] for i in range(len(data))] if not hasattr(data, "fields") else None
-                images = data.fields["image"] if samples is None else torch.stack([s["image"] for s in samples])
-                labels = data.fields["label"] if samples is None else torch.stack([s["label"] for s in samples])
+                kept = self._subset(len(data), limit)
+                if hasattr(data, "fields"):
+                    images, labels = data.fields["image"][kept], data.fields["label"][kept]
+                else:
+                    samples = [data[i] for i in kept.tolist()]
+                    images = torch.stack([s["image"] for s in samples])
+                    labels = torch.stack([torch.as_tensor(s["label"]) for s in samples])
                 view = (self._as_inputs(images), labels, list(data.class_names))
-            self._labelled[split] = view
-        return self._labelled[split]
+            self._labelled[key] = view
+        return self._labelled[key]
+
+    def _subset(self, size: int, limit: int | None) -> torch.Tensor:
+        if limit is None or limit >= size:
+            return torch.arange(size)
+        generator = torch.Generator().manual_seed(int(self.cfg.dataset.seed))
+        return torch.randperm(size, generator=generator)[:limit].sort().values
 
     def _as_inputs(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (N, 1|3, H, W) -> uint8 RGB at the model's input size (grey repeated)."""
@@ -119,11 +132,10 @@ class ClipTask(JointEmbeddingTask):
         return scores
 
     def linear_probe(self, features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
-        """Probe accuracy on these features, fitted on the first task.probe_samples of train."""
-        train_images, train_labels, _ = self.labelled("train")
-        n = min(self.cfg.task.probe_samples, len(train_images))
-        train_features = self.embed_all(train_images[:n].to(self.device)).cpu()
-        return linear_probe_accuracy(train_features, train_labels[:n], features, labels, num_classes,
+        """Probe accuracy on these features, fitted on task.probe_samples images of train."""
+        train_images, train_labels, _ = self.labelled("train", self.cfg.task.probe_samples)
+        train_features = self.embed_all(train_images.to(self.device)).cpu()
+        return linear_probe_accuracy(train_features, train_labels, features, labels, num_classes,
                                      self.cfg.task.probe_weight_decay)
 
     # --- prediction -----------------------------------------------------------
@@ -133,7 +145,7 @@ class ClipTask(JointEmbeddingTask):
             parts = labels.split(",") if isinstance(labels, str) else [str(n) for n in labels]
             names = [n.strip() for n in parts if n.strip()]
         else:
-            view = self.labelled("train")
+            view = self.labelled("train", limit=1)  # the class names; one image read
             names = view[2] if view else []
         if not names:
             raise UserError("mode=predict: pass labels=[circle,square,triangle] (class names to rank), "
