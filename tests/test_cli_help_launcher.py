@@ -117,7 +117,7 @@ def test_a_data_set_or_loss_the_task_cannot_use_is_refused_in_one_line(tmp_path)
     result = run_cli(["task=detection", "dataset=digits"], cwd=tmp_path, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        "cvtrain: error: task=detection cannot use dataset=digits (a dataset for classification, gan, diffusion); "
+        "cvtrain: error: task=detection cannot use dataset=digits (a dataset for classification, gan, diffusion, clip); "
         "pick one of: coco, shapes, voc."
     )
     with pytest.raises(UserError, match="computes its own loss, so loss=ce_dice would be ignored"):

@@ -35,10 +35,14 @@ class CaptionedImages:
 FAMILIES = ("captioning", "retrieval", "clip")  # the tasks that train on captioned images
 
 
+CAPTIONED: set[str] = set()  # the data sets with captions (CLIP also scores classification sets)
+
+
 def _register(name: str):
     """Register a builder of captioned images under `name` for every task that reads them."""
 
     def decorate(builder):
+        CAPTIONED.add(name)
         for family in FAMILIES:
             DATASETS.register(name, family=family)(builder)
         return builder

@@ -126,6 +126,7 @@ def _in_memory(images: torch.Tensor, labels: torch.Tensor, class_names: list[str
 
 
 @DATASETS.register("digits", family="classification")
+@DATASETS.register("digits", family="clip")  # zero-shot and linear-probe scoring of a trained CLIP
 def digits(cfg: Any, split: str) -> Dataset:
     """1797 real 8x8 handwritten digits that ship with scikit-learn: no download, no root.
 
@@ -216,12 +217,14 @@ def _load_torchvision(name: str, root: str, train: bool) -> tuple[torch.Tensor, 
 
 
 @DATASETS.register("mnist", family="classification")
+@DATASETS.register("mnist", family="clip")  # zero-shot and linear-probe scoring of a trained CLIP
 def mnist(cfg: Any, split: str) -> Dataset:
     """MNIST from `dataset.root` (torchvision layout: root/MNIST/raw/...)."""
     return _torchvision_split("mnist", cfg, split)
 
 
 @DATASETS.register("cifar10", family="classification")
+@DATASETS.register("cifar10", family="clip")  # zero-shot and linear-probe scoring of a trained CLIP
 def cifar10(cfg: Any, split: str) -> Dataset:
     """CIFAR-10 from `dataset.root` (torchvision layout: root/cifar-10-batches-py/...)."""
     return _torchvision_split("cifar10", cfg, split)
@@ -321,6 +324,7 @@ def _group(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
 
 
 @DATASETS.register("image_folder", family="classification")
+@DATASETS.register("image_folder", family="clip")  # zero-shot and linear-probe scoring of a trained CLIP
 def image_folder(cfg: Any, split: str) -> Dataset:
     """Images in torchvision ImageFolder layout (root/<class>/<image>), read lazily.
 

@@ -106,12 +106,9 @@ class Trainer:
 
     def _rewrap(self) -> None:
         """(Re)wrap every module for training. The old DDP wrappers are dropped first:
-        their gradient hooks must not outlive them on modules that grew. Collecting only
-        when there were old wrappers: a full gc.collect costs ~0.1 s in a big process."""
-        rewrapping = bool(self.train_modules)
+        their gradient hooks must not outlive them on modules that grew."""
         self.train_modules.clear()
-        if rewrapping:
-            gc.collect()
+        gc.collect()
         self.train_modules.update({n: self._wrap(n, m) for n, m in self.task.models.items()})
 
     def _wrap(self, name: str, module: nn.Module) -> nn.Module:

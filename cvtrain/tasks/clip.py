@@ -49,13 +49,18 @@ class ClipTask(JointEmbeddingTask):
         """Whether the data set has captions (ShapesWorld, COCO captions, a Karpathy split).
         One without (digits, CIFAR-10, an image folder) serves zero-shot and linear-probe
         scoring of a trained checkpoint: `mode=eval ckpt=PATH dataset=image_folder ...`."""
-        return self.cfg.dataset.name in DATASETS.names(("clip",))
+        from cvtrain.data.captions import CAPTIONED
+
+        DATASETS.names()  # loads the builders, which fill CAPTIONED
+        return self.cfg.dataset.name in CAPTIONED
 
     def _require_captions(self) -> None:
+        from cvtrain.data.captions import CAPTIONED
+
         if not self.captioned():
             raise UserError(
                 f"dataset={self.cfg.dataset.name} has no captions, and CLIP trains on captioned images "
-                f"({', '.join(DATASETS.names(('clip',)))}); a classification data set scores a trained model "
+                f"({', '.join(sorted(CAPTIONED))}); a classification data set scores a trained model "
                 "zero-shot: mode=eval ckpt=PATH.")
 
     def build_dataset(self, split: str):
